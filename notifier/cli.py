@@ -1,0 +1,116 @@
+"""The `notifier` command: worker, publish, preview, status, dead-letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import redis
+
+from notifier.compose import compose
+from notifier.conference import Conferences
+from notifier.errors import ConfigError, InvalidEvent
+from notifier.events import parse_event
+from notifier.notice import Kind
+from notifier.render import renderer
+from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.settings import Settings, load_settings
+
+DEFAULT_CONFERENCE = "digitaliseringstraef-2024"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Danish conference mail: confirmations, reminders and substitution notices."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Celery worker (same as `celery -A worker worker`); extra options go to Celery."""
+    from notifier.tasks import QUEUE, create_app
+
+    app = create_app(_settings())
+    args = list(ctx.args)
+    if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in args):
+        args += ["-Q", QUEUE]
+    app.worker_main(["worker", *args])
+
+
+def _read_events(stream: IO[str], known: Conferences) -> tuple[list[dict[str, Any]], list[str]]:
+    good: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            parse_event(line, conferences=known)
+            good.append(json.loads(line))
+        except InvalidEvent as exc:
+            for field, reason in exc.errors:
+                bad.append(f"line {number}: {field}: {reason}")
+    return good, bad
+
+
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+def publish(source: IO[str]) -> None:
+    """Validate events (JSON lines; - for stdin) and publish the valid ones."""
+    from notifier.tasks import INGEST, QUEUE, create_app
+
+    settings = _settings()
+    good, bad = _read_events(source, Conferences(settings.conferences_dir))
+    for line in bad:
+        click.echo(line, err=True)
+    app = create_app(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2)
+            for event in good:
+                app.send_task(INGEST, args=[event], queue=QUEUE, connection=conn)
+    except (OSError, redis.RedisError) as exc:
+        raise click.ClickException(f"cannot reach the broker: {exc}") from None
+    click.echo(f"published {len(good)} event(s); {len(bad)} problem(s) in invalid lines")
+    if bad:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice([k.value for k in Kind]))
+@click.option("--conference", default=DEFAULT_CONFERENCE, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("preview-out"),
+    show_default=True,
+)
+def preview(kind: str, conference: str, out_dir: Path) -> None:
+    """Render a mail of KIND with sample data to .eml and .html files."""
+    settings = _settings()
+    try:
+        conf = Conferences(settings.conferences_dir).get(conference)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    notice = sample_notice(Kind(kind), conf)
+    msg = compose(notice, conf, renderer(settings.templates_dir), now=SAMPLE_NOW)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eml = out_dir / f"{kind}.eml"
+    eml.write_bytes(msg.data)
+    parsed = message_from_bytes(msg.data, policy=policy.default)
+    html_part = parsed.get_body(preferencelist=("html",))
+    html = out_dir / f"{kind}.html"
+    html.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    click.echo(f"Subject: {msg.subject}\nwrote {eml}\nwrote {html}")

@@ -1,0 +1,88 @@
+"""Calendar invites (RFC 5545 objects carried by iTIP, RFC 5546): REQUEST and CANCEL.
+
+One VEVENT per attendee and registration. The UID is derived (see notice.invite_uid) and
+SEQUENCE rises with every change sent to that UID, so calendar clients apply a cancellation
+or a renewed invite to the entry they already have instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+from icalendar import Calendar, Event, Timezone, vCalAddress, vText
+
+from notifier.conference import Conference
+from notifier.notice import InviteSpec, Person
+
+PRODID = "-//notifier//Danish conference mail 0.1//DA"
+
+
+@lru_cache(maxsize=32)
+def vtimezone(tzid: str, year: int) -> Timezone:
+    """The VTIMEZONE for a conference year, built once per process (it costs milliseconds)."""
+    return Timezone.from_tzid(tzid, first_date=date(year - 1, 1, 1), last_date=date(year + 1, 1, 1))
+
+
+def _organizer(conference: Conference) -> vCalAddress:
+    org = vCalAddress(f"mailto:{conference.organiser.email}")
+    org.params["CN"] = vText(conference.organiser.name)
+    return org
+
+
+def _attendee(person: Person) -> vCalAddress:
+    att = vCalAddress(f"mailto:{person.email}")
+    att.params["CN"] = vText(person.name)
+    att.params["CUTYPE"] = "INDIVIDUAL"
+    att.params["ROLE"] = "REQ-PARTICIPANT"
+    att.params["PARTSTAT"] = "NEEDS-ACTION"
+    # No RSVP: the registration is already binding, and replies would flood the organiser
+    # (the reason pretix left ORGANIZER out altogether).
+    att.params["RSVP"] = "FALSE"
+    return att
+
+
+def _timing(event: Event, conference: Conference) -> None:
+    if conference.all_day:
+        event.add("dtstart", conference.date)
+        event.add("dtend", conference.date + timedelta(days=1))
+        event.add("x-microsoft-cdo-alldayevent", "TRUE")
+    else:
+        event.add("dtstart", conference.starts_at)
+        event.add("dtend", conference.ends_at)
+
+
+def build_invite(
+    conference: Conference,
+    spec: InviteSpec,
+    attendee: Person,
+    *,
+    now: datetime,
+    description: str,
+) -> bytes:
+    """The iCalendar object for one attendee, as bytes (CRLF lines, folded, UTF-8).
+
+    `now` becomes DTSTAMP; nothing here reads the clock.
+    """
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", spec.method)
+    if not conference.all_day:
+        cal.add_component(vtimezone(conference.timezone, conference.date.year))
+    event = Event()
+    event.add("uid", spec.uid)
+    event.add("sequence", spec.sequence)
+    event.add("dtstamp", now)
+    _timing(event, conference)
+    event.add("summary", conference.title)
+    event.add("location", conference.venue.location)
+    event.add("description", description)
+    event.add("organizer", _organizer(conference))
+    event.add("attendee", _attendee(attendee))
+    event.add("status", "CONFIRMED" if spec.method == "REQUEST" else "CANCELLED")
+    event.add("transp", "OPAQUE")
+    event.add("class", "PUBLIC")
+    cal.add_component(event)
+    return bytes(cal.to_ical())

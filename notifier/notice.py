@@ -1,0 +1,97 @@
+"""One message to one recipient: what to say, to whom, and which invite goes with it.
+
+A Notice is plain data. It is stored in the outbox as JSON and composed into a mail at send time,
+so a retry after a template fix sends the fixed text with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from notifier.events import Attendee
+
+
+class Kind(StrEnum):
+    CONFIRMATION = "confirmation"
+    REMINDER = "reminder"
+    SUBSTITUTION_OUT = "substitution_out"
+    SUBSTITUTION_IN = "substitution_in"
+    SUBSTITUTION_COPY = "substitution_copy"
+    CANCELLATION = "cancellation"
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    name: str
+    email: str
+    organisation: str | None = None
+
+    @classmethod
+    def of(cls, attendee: Attendee) -> Person:
+        return cls(attendee.name, attendee.email, attendee.organisation)
+
+
+@dataclass(frozen=True, slots=True)
+class InviteSpec:
+    """Which calendar object the mail carries: its UID, SEQUENCE and iTIP method."""
+
+    method: Literal["REQUEST", "CANCEL"]
+    uid: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    key: str
+    kind: Kind
+    conference: str
+    registration_id: str
+    recipient: Person
+    invite: InviteSpec | None = None
+    previous: Person | None = None
+    successor: Person | None = None
+    occurred_at: datetime | None = None
+    batch: str | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["occurred_at"] = self.occurred_at.isoformat() if self.occurred_at else None
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Notice:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            key=data["key"],
+            kind=Kind(data["kind"]),
+            conference=data["conference"],
+            registration_id=data["registration_id"],
+            recipient=Person(**data["recipient"]),
+            invite=InviteSpec(**data["invite"]) if data.get("invite") else None,
+            previous=Person(**data["previous"]) if data.get("previous") else None,
+            successor=Person(**data["successor"]) if data.get("successor") else None,
+            occurred_at=(
+                datetime.fromisoformat(data["occurred_at"]) if data.get("occurred_at") else None
+            ),
+            batch=data.get("batch"),
+        )
+
+
+def digest(*parts: str, length: int = 32) -> str:
+    """A short stable hex digest of the parts (for UIDs and Message-IDs)."""
+    h = hashlib.sha256("\x1f".join(parts).encode("utf-8"))
+    return h.hexdigest()[:length]
+
+
+def invite_uid(conference: str, registration_id: str, email: str, domain: str) -> str:
+    """The UID of one attendee's invite for one registration: derived, never random.
+
+    The address is case-folded so that a registration system's change of letter case
+    does not orphan a calendar entry.
+    """
+    return f"{digest(conference, registration_id, email.casefold())}@{domain}"

@@ -1,0 +1,60 @@
+"""People's names and addresses: validation, and masking for logs."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator
+
+MAX_NAME = 200
+MAX_ADDRESS = 254
+
+
+def _no_controls(value: str) -> str:
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError("must not contain control or line-break characters")
+    return value
+
+
+def check_name(value: str) -> str:
+    """A display name: trimmed, 1..200 characters, no control characters (so no CR/LF)."""
+    value = unicodedata.normalize("NFC", _no_controls(value).strip())
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_NAME:
+        raise ValueError(f"must be at most {MAX_NAME} characters")
+    return value
+
+
+def check_address(value: str) -> str:
+    """An email address, syntax only (no DNS), internationalised domains and mailboxes allowed.
+
+    The domain is returned in its normalised (lowercase, Unicode) form.
+    """
+    _no_controls(value)
+    if len(value) > MAX_ADDRESS:
+        raise ValueError(f"must be at most {MAX_ADDRESS} characters")
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return checked.normalized
+
+
+PersonName = Annotated[str, AfterValidator(check_name)]
+Address = Annotated[str, AfterValidator(check_address)]
+
+
+def mask(address: str) -> str:
+    """'mette.sorensen@aarhus.dk' -> 'm***@aarhus.dk'; safe to log."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def same_address(a: str, b: str) -> bool:
+    """Whether two validated addresses name the same mailbox (case-insensitive)."""
+    return a.casefold() == b.casefold()

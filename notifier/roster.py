@@ -1,0 +1,91 @@
+"""Seats and processed events in Redis: applying an event is one optimistic transaction.
+
+The event marker, the seat and the event's outbox messages are written together (WATCH/MULTI),
+so a crash leaves either nothing (the redelivered event is planned again) or everything (the
+redelivered event finds its marker and only its unfinished messages are handed on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+import redis
+
+from notifier import keys
+from notifier.events import Event
+from notifier.outbox import Outbox
+from notifier.plan import Plan, Seat
+
+log = logging.getLogger(__name__)
+
+Planner = Callable[[Seat | None], Plan]
+
+
+def seat_key(conference: str, registration: str) -> str:
+    return f"{keys.PREFIX}:seat:{conference}:{registration}"
+
+
+class Roster:
+    def __init__(self, client: redis.Redis, outbox: Outbox) -> None:
+        self.r = client
+        self.outbox = outbox
+
+    def seat(self, conference: str, registration: str) -> Seat | None:
+        raw = self.r.get(seat_key(conference, registration))
+        return Seat.from_json(raw) if raw else None
+
+    def registrations(self, conference: str) -> Iterator[str]:
+        for reg in self.r.sscan_iter(keys.roster(conference), count=1000):
+            yield reg.decode()
+
+    def recorded(self, event_id: str) -> list[str] | None:
+        """The message keys of an event already applied, or None if it is new."""
+        raw = self.r.get(keys.event(event_id))
+        return list(json.loads(raw)["messages"]) if raw else None
+
+    def apply(
+        self, event: Event, registration: str, planner: Planner, *, now: float
+    ) -> tuple[list[str], Plan | None]:
+        """Apply an event to its seat once. Returns its message keys and the plan (None when
+        the event had been applied before)."""
+        ekey = keys.event(event.id)
+        skey = seat_key(event.conference, registration)
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(ekey, skey)  # type: ignore[no-untyped-call]
+                    done = pipe.get(ekey)
+                    if done:
+                        return list(json.loads(done)["messages"]), None
+                    raw = pipe.get(skey)
+                    plan = planner(Seat.from_json(raw) if raw else None)
+                    pipe.multi()
+                    self._write(pipe, event, plan, skey, ekey, now)
+                    pipe.execute()
+                    return [n.key for n in plan.notices], plan
+                except redis.WatchError:
+                    continue
+
+    def _write(
+        self,
+        pipe: redis.client.Pipeline,
+        event: Event,
+        plan: Plan,
+        skey: str,
+        ekey: str,
+        now: float,
+    ) -> None:
+        if plan.seat is not None:
+            pipe.set(skey, plan.seat.to_json())
+            pipe.sadd(keys.roster(event.conference), plan.seat.registration)
+        for notice in plan.notices:
+            self.outbox.create(notice, now, pipe)
+        record = {
+            "type": event.type,
+            "at": now,
+            "note": plan.note,
+            "messages": [n.key for n in plan.notices],
+        }
+        pipe.set(ekey, json.dumps(record))

@@ -1,0 +1,96 @@
+"""Settings from the environment (NOTIFIER_*), validated once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notifier.errors import ConfigError
+
+PREFIX = "NOTIFIER_"
+SHIPPED_CONFERENCES = Path(__file__).resolve().parent.parent / "conferences"
+SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Field names map to NOTIFIER_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_password_file: Path | None = None
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    smtp_connections: int = Field(4, ge=1, le=64)
+    retry_base_seconds: float = Field(30.0, gt=0)
+    retry_max_seconds: float = Field(1800.0, gt=0)
+    max_attempts: int = Field(10, ge=1, le=100)
+    conferences_dir: Path = SHIPPED_CONFERENCES
+    templates_dir: Path = SHIPPED_TEMPLATES
+    chunk_size: int = Field(100, ge=1, le=1000)
+    visibility_timeout_seconds: int = Field(60, ge=10)
+    sweep_seconds: float = Field(5.0, gt=0, le=300)
+    rate_limit: float = Field(0.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.redis_url:
+            object.__setattr__(self, "redis_url", self.broker_url)
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError(
+                "NOTIFIER_RETRY_MAX_SECONDS must not be below NOTIFIER_RETRY_BASE_SECONDS"
+            )
+        if self.smtp_username and not (self.smtp_password or self.smtp_password_file):
+            raise ValueError(
+                "NOTIFIER_SMTP_USERNAME is set but neither NOTIFIER_SMTP_PASSWORD"
+                " nor NOTIFIER_SMTP_PASSWORD_FILE is"
+            )
+        for url_field in ("broker_url", "redis_url"):
+            url = getattr(self, url_field)
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(
+                    f"{env_name(url_field)} must be a redis://, rediss:// or unix:// URL"
+                )
+        return self
+
+    def smtp_secret(self) -> str | None:
+        """The SMTP password, read from the file setting if that is used."""
+        if self.smtp_password is not None:
+            return self.smtp_password.get_secret_value()
+        if self.smtp_password_file is not None:
+            return self.smtp_password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping.
+
+    Raises:
+        ConfigError: naming the NOTIFIER_* variable and the reason.
+    """
+    values: dict[str, Any] = {
+        name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env
+    }
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"]
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{env_name(str(loc[0]))}: {msg}" if loc else msg)
+        raise ConfigError("invalid setting: " + "; ".join(problems)) from None

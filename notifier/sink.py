@@ -1,0 +1,142 @@
+"""A local SMTP server for the demo and the tests (aiosmtpd on loopback, a free port).
+
+It keeps what it receives in memory and, if given a folder, as .eml files. Failures can be
+scripted: a reply for recipients matching a pattern, replies for the next DATA commands, or
+connections dropped in the middle of DATA.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+@dataclass
+class Script:
+    """What the server does instead of accepting; each deque entry is used once."""
+
+    rcpt: dict[str, str] = field(default_factory=dict)  # substring of address -> reply
+    data: deque[str] = field(default_factory=deque)  # replies for the next DATA commands
+    drop_data: int = 0  # close the connection during the next N DATA commands
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class _Handler:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        for pattern, reply in self.sink.script.rcpt.items():
+            if pattern in address:
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        script = self.sink.script
+        if script.drop_data > 0:
+            script.drop_data -= 1
+            transport = getattr(session, "transport", None) or server.transport
+            assert transport is not None
+            transport.close()
+            return "421 closing"
+        if script.data:
+            return script.data.popleft()
+        self.sink.store(envelope)
+        return "250 2.0.0 Ok: queued"
+
+
+class Sink:
+    """An SMTP server on 127.0.0.1 that records every accepted message."""
+
+    def __init__(self, folder: Path | None = None, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.script = Script()
+        self.received: list[Received] = []
+        self._lock = threading.Condition()
+        self.connections = 0
+        self.controller = Controller(
+            _Handler(self),
+            hostname="127.0.0.1",
+            port=self.port,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            data_size_limit=10_485_760,
+            server_kwargs={"timeout": 30},
+        )
+        self._count_connections()
+
+    def _count_connections(self) -> None:
+        sink = self
+        factory = self.controller.factory
+
+        def counting() -> Any:
+            sink.connections += 1
+            return factory()  # type: ignore[no-untyped-call]
+
+        self.controller.factory = counting  # type: ignore[method-assign]
+
+    def store(self, envelope: Envelope) -> None:
+        data = envelope.original_content or b""
+        if isinstance(envelope.content, bytes) and not data:
+            data = envelope.content
+        item = Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), data)
+        with self._lock:
+            self.received.append(item)
+            n = len(self.received)
+            self._lock.notify_all()
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"{n:05d}.eml").write_bytes(data)
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
+        """Block until at least `count` messages arrived; raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.received)} of {count} message(s) arrived")
+                self._lock.wait(left)
+            return list(self.received)
+
+    def start(self) -> Sink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,202 @@
+"""SMTP delivery over reused aiosmtplib connections, and the one place SMTP outcomes are judged.
+
+A worker process keeps one Mailer: an event loop and up to `smtp_connections` open SMTP
+sessions. Messages of a chunk are spread over the sessions; a session the server closed
+while idle is reopened transparently (only before MAIL FROM was accepted, so this never
+sends a message twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiosmtplib
+
+from notifier.compose import Composed
+from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from notifier.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Replies that mean "not now" even though some servers send them with odd wording.
+TEMPORARY_5XX: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    reply: str
+
+
+Outcome = Sent | DeliveryError
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"[:500]
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """Turn an aiosmtplib/OS error into a Temporary- or PermanentDeliveryError.
+
+    Rule: our side or the network is temporary; this recipient or this message with a 5xx
+    is permanent. Anything not listed here is a bug and is re-raised by the caller.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0]
+        return classify(first)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentDeliveryError(f"not supported by the relay: {exc}")
+    if isinstance(
+        exc,
+        aiosmtplib.SMTPConnectError | aiosmtplib.SMTPHeloError | aiosmtplib.SMTPAuthenticationError,
+    ):
+        code = getattr(exc, "code", None)
+        return TemporaryDeliveryError(f"relay unavailable: {exc}", code if code else None)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        reply = _reply(exc.code, exc.message)
+        if 400 <= exc.code < 500 or exc.code in TEMPORARY_5XX:
+            return TemporaryDeliveryError(reply, exc.code)
+        if exc.code >= 500:
+            return PermanentDeliveryError(reply, exc.code)
+        return TemporaryDeliveryError(reply, exc.code)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return TemporaryDeliveryError(f"timeout: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPException | OSError):
+        return TemporaryDeliveryError(f"connection lost: {exc}")
+    raise TypeError(f"not an SMTP outcome: {exc!r}") from exc
+
+
+class _Session:
+    """One SMTP connection, opened on first use and kept."""
+
+    def __init__(self, settings: Settings, tls_context: ssl.SSLContext | None) -> None:
+        self.settings = settings
+        self.tls_context = tls_context
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    def _new(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_secret(),
+            timeout=s.smtp_timeout_seconds,
+            use_tls=s.smtp_tls == "tls",
+            start_tls=s.smtp_tls == "starttls",
+            validate_certs=True,
+            tls_context=self.tls_context,
+        )
+
+    async def ensure(self) -> bool:
+        """Connect if needed; True if an existing connection is being reused."""
+        if self.smtp is not None and self.smtp.is_connected:
+            return True
+        self.smtp = self._new()
+        await self.smtp.connect()
+        return False
+
+    async def drop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+        self.smtp = None
+
+    async def quit(self) -> None:
+        if self.smtp is not None and self.smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self.smtp.quit()
+        await self.drop()
+
+    async def send(self, msg: Composed) -> Sent:
+        mail_opts = ["SMTPUTF8"] if msg.smtputf8 else []
+        enc = "utf-8" if msg.smtputf8 else "ascii"
+        for attempt in (1, 2):
+            reused = await self.ensure()
+            assert self.smtp is not None
+            try:
+                await self.smtp.mail(msg.sender, options=mail_opts, encoding=enc)
+                break
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                await self.drop()
+                if not (reused and attempt == 1):
+                    raise
+        smtp = self.smtp
+        assert smtp is not None
+        try:
+            await smtp.rcpt(msg.recipient, encoding=enc)
+            resp = await smtp.data(msg.data)
+        except aiosmtplib.SMTPResponseException:
+            await self._reset()
+            raise
+        except BaseException:
+            await self.drop()
+            raise
+        return Sent(_reply(resp.code, resp.message))
+
+    async def _reset(self) -> None:
+        try:
+            assert self.smtp is not None
+            await self.smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self.drop()
+
+
+class Mailer:
+    """A process's SMTP sender: its own event loop and a small pool of kept sessions."""
+
+    def __init__(self, settings: Settings, tls_context: ssl.SSLContext | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sessions = [_Session(settings, tls_context) for _ in range(settings.smtp_connections)]
+
+    def run(self, items: Sequence[T], work: Callable[[Sender, T], Awaitable[None]]) -> None:
+        """Process items over the pool: each session takes the next item when it is free."""
+        self.loop.run_until_complete(self._run(items, work))
+
+    async def _run(self, items: Sequence[T], work: Callable[[Sender, T], Awaitable[None]]) -> None:
+        todo = list(reversed(items))
+
+        async def drain(session: _Session) -> None:
+            sender = Sender(session)
+            while todo:
+                await work(sender, todo.pop())
+
+        width = max(1, min(len(self.sessions), len(items)))
+        await asyncio.gather(*(drain(s) for s in self.sessions[:width]))
+
+    def send_all(self, messages: Sequence[Composed]) -> list[Outcome]:
+        """Send each message once; the outcome of each, in order."""
+        outcomes: dict[int, Outcome] = {}
+
+        async def one(sender: Sender, i: int) -> None:
+            outcomes[i] = await sender.send(messages[i])
+
+        self.run(range(len(messages)), one)
+        return [outcomes[i] for i in range(len(messages))]
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.run_until_complete(self._quit_all())
+        self.loop.close()
+
+    async def _quit_all(self) -> None:
+        await asyncio.gather(*(s.quit() for s in self.sessions))
+
+
+class Sender:
+    """What a unit of work gets: send one message, get its classified outcome."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    async def send(self, msg: Composed) -> Outcome:
+        try:
+            return await self._session.send(msg)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            return classify(exc)
