@@ -90,7 +90,7 @@ class Sink:
             enable_SMTPUTF8=True,
             decode_data=False,
             data_size_limit=10_485_760,
-            server_kwargs={"timeout": 30},
+            timeout=30,
         )
         self._count_connections()
 
