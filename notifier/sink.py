@@ -76,13 +76,16 @@ class _Handler:
 class Sink:
     """An SMTP server on 127.0.0.1 that records every accepted message."""
 
-    def __init__(self, folder: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path | None = None, port: int | None = None, idle_timeout: float = 30.0
+    ) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.script = Script()
         self.received: list[Received] = []
         self._lock = threading.Condition()
         self.connections = 0
+        self.disconnects = 0
         self.controller = Controller(
             _Handler(self),
             hostname="127.0.0.1",
@@ -90,7 +93,7 @@ class Sink:
             enable_SMTPUTF8=True,
             decode_data=False,
             data_size_limit=10_485_760,
-            timeout=30,
+            timeout=idle_timeout,
         )
         self._count_connections()
 
@@ -100,7 +103,17 @@ class Sink:
 
         def counting() -> Any:
             sink.connections += 1
-            return factory()  # type: ignore[no-untyped-call]
+            server = factory()  # type: ignore[no-untyped-call]
+            lost = server.connection_lost
+
+            def connection_lost(exc: Exception | None) -> None:
+                with sink._lock:
+                    sink.disconnects += 1
+                    sink._lock.notify_all()
+                lost(exc)
+
+            server.connection_lost = connection_lost
+            return server
 
         self.controller.factory = counting  # type: ignore[method-assign]
 
@@ -130,6 +143,13 @@ class Sink:
 
     def start(self) -> Sink:
         self.controller.start()
+        # The controller opens one connection of its own to see that the server answers;
+        # wait until it is gone so that the counters count clients only.
+        deadline = time.monotonic() + 5
+        with self._lock:
+            while self.disconnects < 1 and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
+            self.connections = self.disconnects = 0
         return self
 
     def stop(self) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from notifier.conference import Conference, Conferences, load_conference_file
 from notifier.errors import ConfigError
-
-SLUG = "digitaliseringstraef-2024"
+from tests.unit.support import SLUG
 
 VALID = """\
 title = "Kommunaldagen 2025"

@@ -19,8 +19,8 @@ from notifier.events import (
     ReminderRequested,
     parse_event,
 )
+from tests.unit.support import SLUG
 
-SLUG = "digitaliseringstraef-2024"
 METTE = {
     "name": "Mette Sørensen",
     "email": "mette.sorensen@aarhus.dk",

@@ -1,4 +1,4 @@
-"""The shipped JSON Schema is the one the models generate (regenerate: python -m notifier.schema)."""
+"""The shipped JSON Schema is the one the models generate (python -m notifier.schema)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,44 @@
+# notifier: `make demo` shows it working, `make test` proves it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit schema bench bench-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m notifier.demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+schema: install
+	$(BIN)/python -m notifier.schema
+
+test: lint typecheck
+	$(BIN)/python -m notifier.schema --check
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) demo-out preview-out .pytest_cache .mypy_cache .ruff_cache
