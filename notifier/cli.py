@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-import redis
 
+from notifier import ops
 from notifier.compose import compose
 from notifier.conference import Conferences
 from notifier.errors import ConfigError, InvalidEvent
@@ -68,20 +68,11 @@ def _read_events(stream: IO[str], known: Conferences) -> tuple[list[dict[str, An
 @click.argument("source", type=click.File("r", encoding="utf-8"))
 def publish(source: IO[str]) -> None:
     """Validate events (JSON lines; - for stdin) and publish the valid ones."""
-    from notifier.tasks import INGEST, QUEUE, create_app
-
     settings = _settings()
     good, bad = _read_events(source, Conferences(settings.conferences_dir))
     for line in bad:
         click.echo(line, err=True)
-    app = create_app(settings)
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=2)
-            for event in good:
-                app.send_task(INGEST, args=[event], queue=QUEUE, connection=conn)
-    except (OSError, redis.RedisError) as exc:
-        raise click.ClickException(f"cannot reach the broker: {exc}") from None
+    ops.publish_events(settings, good)
     click.echo(f"published {len(good)} event(s); {len(bad)} problem(s) in invalid lines")
     if bad:
         sys.exit(1)
@@ -114,3 +105,38 @@ def preview(kind: str, conference: str, out_dir: Path) -> None:
     html = out_dir / f"{kind}.html"
     html.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
     click.echo(f"Subject: {msg.subject}\nwrote {eml}\nwrote {html}")
+
+
+@main.command()
+@click.argument("conference")
+@click.option("--batch", help="Batch id; without it the same command never sends twice.")
+@click.option("--dry-run", is_flag=True, help="Count recipients and write one sample mail.")
+@click.option("--allow-past", is_flag=True, help="Allow a conference that has taken place.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reminder-dry-run.eml"),
+    show_default=True,
+    help="Where --dry-run writes its sample mail.",
+)
+def remind(
+    conference: str, batch: str | None, dry_run: bool, allow_past: bool, timeout: float, out: Path
+) -> None:
+    """Send a reminder to every current attendee of CONFERENCE and follow it to the end."""
+    ops.remind_command(_settings(), conference, batch, dry_run, allow_past, timeout, out)
+
+
+@main.command()
+@click.option("--batch", help="A batch id (or conference:batch-id).")
+def status(batch: str | None) -> None:
+    """Messages per delivery state; failed ones with their last SMTP reply."""
+    ops.status_command(_settings(), batch)
+
+
+@main.command("dead-letters")
+@click.option("--replay", metavar="ID", help="Publish this dead letter again.")
+@click.option("--replay-all", is_flag=True, help="Publish every dead letter again.")
+def dead_letters(replay: str | None, replay_all: bool) -> None:
+    """List the events that could not be processed, or replay them after a fix."""
+    ops.dead_letters_command(_settings(), replay, replay_all)

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from notifier import keys
 from notifier.localredis import PrivateRedis, answers, server_binary
+from notifier.outbox import text
 from notifier.settings import load_settings
 from notifier.sink import Sink
 from notifier.tasks import INGEST, QUEUE, create_app
@@ -105,7 +106,7 @@ def settled(client: redis.Redis, events: list[dict[str, object]]) -> bool:
     """Every event applied, and no message of theirs still queued, sending or retrying."""
     if not all(client.exists(keys.event(str(e["id"]))) for e in events):
         return False
-    counts = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTS).items()}
+    counts = {text(k): int(v) for k, v in client.hgetall(keys.COUNTS).items()}
     return sum(counts.get(s, 0) for s in ("queued", "sending", "retrying")) == 0
 
 

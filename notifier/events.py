@@ -100,7 +100,6 @@ class ReminderRequested(_Envelope):
 
     type: Literal["reminder.requested"]
     batch: Batch
-    dry_run: bool = False
 
 
 Event = Annotated[

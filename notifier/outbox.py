@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -81,6 +82,7 @@ if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], 'last_reply', ARGV[6], 'updated_at', ARGV[3])
 move(KEYS[1], 'sending', ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[2])
+if ARGV[5] == 'failed' then redis.call('SADD', ARGV[1] .. ':failed', ARGV[2]) end
 if ARGV[5] == 'retrying' then redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2]) end
 return 1
 """
@@ -168,8 +170,10 @@ class Outbox:
 
     def get(self, key: str) -> Record | None:
         data = self.r.hgetall(keys.message(key))
-        if not data:
-            return None
+        return self._record(key, data) if data else None
+
+    @staticmethod
+    def _record(key: str, data: dict[Any, Any]) -> Record:
         d = {text(k): text(v) for k, v in data.items()}
         return Record(
             key=key,
@@ -206,6 +210,17 @@ class Outbox:
         if found:
             self.r.zadd(index, dict.fromkeys(found, next_at), xx=True)
         return found
+
+    def records(self, message_keys: Sequence[str]) -> list[Record]:
+        pipe = self.r.pipeline(transaction=False)
+        for key in message_keys:
+            pipe.hgetall(keys.message(key))
+        return [
+            self._record(k, raw) for k, raw in zip(message_keys, pipe.execute(), strict=True) if raw
+        ]
+
+    def failed_keys(self) -> list[str]:
+        return sorted(text(k) for k in self.r.smembers(keys.FAILED))
 
     def keys_in(self, batch: str) -> Iterable[str]:
         for k in self.r.sscan_iter(keys.batch_members(batch), count=1000):

@@ -32,6 +32,7 @@ class Seat:
     status: Literal["active", "cancelled"]
     as_of: datetime
     sequences: dict[str, int] = field(default_factory=dict)  # invite UID -> last SEQUENCE
+    registered_at: datetime | None = None  # first fact about this registration
 
     def to_json(self) -> str:
         return json.dumps(
@@ -103,7 +104,11 @@ def plan_created(event: RegistrationCreated, seat: Seat | None, conf: Conference
         invite=spec,
         occurred_at=event.occurred_at,
     )
-    return Plan(Seat(reg, person, "active", event.occurred_at, sequences), (notice,))
+    registered = min(seat.registered_at or seat.as_of, event.occurred_at) if seat else None
+    new_seat = Seat(
+        reg, person, "active", event.occurred_at, sequences, registered or event.occurred_at
+    )
+    return Plan(new_seat, (notice,))
 
 
 def _cancel_for(
@@ -187,7 +192,8 @@ def plan_substituted(event: RegistrationSubstituted, seat: Seat | None, conf: Co
         ),
     ]
     note = "roster's attendee differed from previous_attendee" if len(notices) == 4 else ""
-    return Plan(Seat(reg, coming, "active", at, sequences), tuple(notices), note)
+    registered = (seat.registered_at or seat.as_of) if seat else at
+    return Plan(Seat(reg, coming, "active", at, sequences, registered), tuple(notices), note)
 
 
 def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Conference) -> Plan:

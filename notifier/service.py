@@ -6,6 +6,7 @@ so tests drive this with a real Redis and a real SMTP server and a fixed clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ import jinja2
 import redis
 
 from notifier import keys
+from notifier.batches import Batches
 from notifier.compose import Composed, compose
 from notifier.conference import Conferences
 from notifier.deadletter import DeadLetters
@@ -61,10 +63,10 @@ class Service:
         self.rand = rand
         self.conferences = Conferences(settings.conferences_dir)
         self.renderer = renderer(settings.templates_dir)
-        lease = max(120.0, 4 * settings.smtp_timeout_seconds)
-        self.outbox = Outbox(client, lease_seconds=lease)
+        self.outbox = Outbox(client, lease_seconds=settings.claim_lease_seconds)
         self.roster = Roster(client, self.outbox)
         self.dead = DeadLetters(client)
+        self.batches = Batches(client, self.outbox, self.roster)
         self._mailer_factory = mailer or (lambda: Mailer(settings))
         self._mailer: Mailer | None = None
 
@@ -135,7 +137,13 @@ class Service:
         return message_keys
 
     def _reminder_batch(self, event: ReminderRequested, now: float) -> list[str]:
-        raise InvalidEvent([("type", "reminder batches are not available yet")])
+        conf = self.conferences.get(event.conference)
+        info = self.batches.open(conf.slug, event.batch.id, event.occurred_at, now)
+        if info.state != "planned":
+            total = self.batches.plan(info, conf, now)
+            log.info("batch %s planned: %d reminder(s)", info.key, total)
+        self.r.set(keys.event(event.id), json.dumps({"type": event.type, "batch": info.key}))
+        return self.batches.unfinished(info.key)
 
     # -- deliver ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
     smtp_timeout_seconds: float = Field(30.0, gt=0)
     smtp_connections: int = Field(4, ge=1, le=64)
+    claim_lease_seconds: float = Field(90.0, ge=1)
     retry_base_seconds: float = Field(30.0, gt=0)
     retry_max_seconds: float = Field(1800.0, gt=0)
     max_attempts: int = Field(10, ge=1, le=100)
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
     def _derive(self) -> Settings:
         if not self.redis_url:
             object.__setattr__(self, "redis_url", self.broker_url)
+        if self.claim_lease_seconds < 2 * self.smtp_timeout_seconds:
+            raise ValueError(
+                "NOTIFIER_CLAIM_LEASE_SECONDS must be at least twice NOTIFIER_SMTP_TIMEOUT_SECONDS"
+            )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError(
                 "NOTIFIER_RETRY_MAX_SECONDS must not be below NOTIFIER_RETRY_BASE_SECONDS"

@@ -21,6 +21,7 @@ log = logging.getLogger("notifier")
 QUEUE = "notifier"
 INGEST = "notifier.ingest"
 DELIVER = "notifier.deliver"
+INLINE_MAX = 8
 
 
 class _Runtime:
@@ -62,7 +63,12 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Retries are scheduled in our own Redis index, never as Celery countdowns, so a short
         # visibility timeout is safe and a crashed worker's tasks come back quickly.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # Look for abandoned (unacked) tasks every 5 s rather than kombu's ~100 s.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
     )
     runtime = _Runtime(settings)
     app.notifier_runtime = runtime
@@ -76,7 +82,13 @@ def create_app(settings: Settings) -> Celery:
     )
     def ingest(event: Any) -> None:
         svc = runtime.service()
-        svc.deliver(svc.ingest(event))
+        message_keys = svc.ingest(event)
+        if len(message_keys) <= INLINE_MAX:
+            # A registration's few mails go out at once, over this process's kept sessions.
+            svc.deliver(message_keys)
+        else:
+            # A batch is spread over every worker in chunks that each reuse SMTP sessions.
+            enqueue_deliveries(app, message_keys, settings.chunk_size)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=DELIVER,

@@ -1,0 +1,79 @@
+"""Delivery status for organisers and other tools: counts per state and the failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from notifier.batches import Batches, BatchInfo
+from notifier.outbox import STATES, Outbox, Record
+from notifier.roster import Roster
+
+FINISHED = ("sent", "failed", "skipped")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    key: str
+    registration: str
+    recipient: str
+    attempts: int
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    counts: dict[str, int]
+    failures: tuple[Failure, ...]
+    batch: BatchInfo | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts[s] for s in FINISHED)
+
+    @property
+    def done(self) -> bool:
+        """For a batch: planned and every message settled."""
+        if self.batch is None:
+            return self.finished == self.total
+        return self.batch.state == "planned" and self.finished >= self.batch.total
+
+
+def _failure(record: Record) -> Failure:
+    return Failure(
+        record.key,
+        record.registration,
+        record.notice.recipient.email,
+        record.attempts,
+        record.last_reply,
+    )
+
+
+def status(client: redis.Redis, batch: str | None = None) -> Status:
+    """Counts per state (all messages, or one batch) and every failed message with its reply.
+
+    `batch` is a batch key ("conference:batch-id") or a batch id that names one batch.
+
+    Raises:
+        LookupError: no such batch, or the id is ambiguous.
+    """
+    outbox = Outbox(client)
+    if batch is None:
+        failed = outbox.records(outbox.failed_keys())
+        return Status(outbox.counts(), tuple(_failure(r) for r in failed))
+    batches = Batches(client, outbox, Roster(client, outbox))
+    found = batches.find(batch)
+    if len(found) != 1:
+        raise LookupError(
+            f"batch {batch!r}: "
+            + (f"ambiguous, one of {', '.join(found)}" if found else "not found")
+        )
+    info = batches.get(found[0])
+    counts = outbox.counts(found[0])
+    failed = [r for r in outbox.records(sorted(outbox.keys_in(found[0]))) if r.state == "failed"]
+    return Status({s: counts[s] for s in STATES}, tuple(_failure(r) for r in failed), info)

@@ -1,0 +1,345 @@
+"""What events mean: seats, notices, invite UIDs and SEQUENCEs, late and repeated events.
+
+Besides the cases, every scenario is checked against two invariants of iTIP: the SEQUENCE of a
+UID only rises, and when the events are applied the only invite left standing is the current
+attendee's (none once the registration is cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from notifier.conference import Conference
+from notifier.events import (
+    RegistrationCancelled,
+    RegistrationCreated,
+    RegistrationSubstituted,
+    parse_event,
+)
+from notifier.notice import InviteSpec, Kind, Notice, invite_uid
+from notifier.plan import (
+    Plan,
+    Seat,
+    current_invite,
+    plan_cancelled,
+    plan_created,
+    plan_substituted,
+)
+from tests.unit.support import SLUG
+
+T0 = datetime(2024, 2, 14, 10, 0, tzinfo=UTC)
+REG = "REG-1001"
+METTE = {
+    "name": "Mette Sørensen",
+    "email": "mette.sorensen@aarhus.dk",
+    "organisation": "Aarhus Kommune",
+}
+JENS = {
+    "name": "Jens Ødegaard",
+    "email": "jens.odegaard@aarhus.dk",
+    "organisation": "Aarhus Kommune",
+}
+ASTRID = {"name": "Astrid Kjærgård", "email": "astrid.kjaergaard@aarhus.dk"}
+
+Event = RegistrationCreated | RegistrationSubstituted | RegistrationCancelled
+
+
+def _envelope(kind: str, minute: int, registration: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"evt-{kind}-{minute}",
+        "type": f"registration.{kind}",
+        "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
+        "conference": SLUG,
+        "registration": {"id": REG, **registration},
+    }
+
+
+def created(minute: int, attendee: dict[str, Any] = METTE) -> RegistrationCreated:
+    event = parse_event(_envelope("created", minute, {"attendee": attendee}))
+    assert isinstance(event, RegistrationCreated)
+    return event
+
+
+def substituted(
+    minute: int, previous: dict[str, Any], new: dict[str, Any]
+) -> RegistrationSubstituted:
+    event = parse_event(
+        _envelope("substituted", minute, {"previous_attendee": previous, "attendee": new})
+    )
+    assert isinstance(event, RegistrationSubstituted)
+    return event
+
+
+def cancelled(minute: int) -> RegistrationCancelled:
+    event = parse_event(_envelope("cancelled", minute, {}))
+    assert isinstance(event, RegistrationCancelled)
+    return event
+
+
+def plan(event: Event, seat: Seat | None, conf: Conference) -> Plan:
+    if isinstance(event, RegistrationCreated):
+        return plan_created(event, seat, conf)
+    if isinstance(event, RegistrationSubstituted):
+        return plan_substituted(event, seat, conf)
+    return plan_cancelled(event, seat, conf)
+
+
+@dataclass
+class Run:
+    seat: Seat | None
+    plans: list[Plan]
+
+    @property
+    def last(self) -> Plan:
+        return self.plans[-1]
+
+    @property
+    def notices(self) -> list[Notice]:
+        return [n for p in self.plans for n in p.notices]
+
+
+def apply(conf: Conference, events: Iterable[Event], seat: Seat | None = None) -> Run:
+    """Apply events in order, as the service does: a plan's seat (if any) replaces the old."""
+    run = Run(seat, [])
+    for event in events:
+        result = plan(event, run.seat, conf)
+        run.plans.append(result)
+        run.seat = result.seat or run.seat
+    check_invariants(conf, run)
+    return run
+
+
+def check_invariants(conf: Conference, run: Run) -> None:
+    last: dict[str, InviteSpec] = {}
+    for notice in run.notices:
+        if notice.invite is None:
+            continue
+        spec = notice.invite
+        if spec.uid in last:
+            assert spec.sequence > last[spec.uid].sequence, f"SEQUENCE must rise: {spec}"
+        last[spec.uid] = spec
+    standing = {uid for uid, spec in last.items() if spec.method == "REQUEST"}
+    seat = run.seat
+    expected = {uid_of(conf, seat.attendee.email)} if seat and seat.status == "active" else set()
+    assert standing <= expected, "an invite was left standing for someone without the seat"
+
+
+def uid_of(conf: Conference, email: str) -> str:
+    return invite_uid(conf.slug, REG, email, conf.sender_domain)
+
+
+def kinds(notices: Sequence[Notice]) -> list[Kind]:
+    return [n.kind for n in notices]
+
+
+def test_created_sends_one_confirmation(conference: Conference) -> None:
+    run = apply(conference, [created(0)])
+    (notice,) = run.last.notices
+    assert notice.kind is Kind.CONFIRMATION
+    assert notice.recipient.email == METTE["email"]
+    assert notice.invite == InviteSpec("REQUEST", uid_of(conference, METTE["email"]), 0)
+    assert run.seat is not None
+    assert (run.seat.attendee.email, run.seat.status) == (METTE["email"], "active")
+    assert run.seat.as_of == T0
+
+
+@pytest.mark.parametrize("email", [METTE["email"], "Mette.Sorensen@aarhus.dk"])
+def test_created_twice_for_the_same_attendee_sends_nothing(
+    conference: Conference, email: str
+) -> None:
+    run = apply(conference, [created(0), created(5, {**METTE, "email": email})])
+    assert run.last.notices == ()
+    assert run.last.seat is None
+
+
+def test_substitution_cancels_old_invite_and_sends_a_new_one(conference: Conference) -> None:
+    run = apply(conference, [created(0), substituted(10, METTE, JENS)])
+    out, into, copy = run.last.notices
+    confirmation = run.plans[0].notices[0]
+    assert kinds(run.last.notices) == [
+        Kind.SUBSTITUTION_OUT,
+        Kind.SUBSTITUTION_IN,
+        Kind.SUBSTITUTION_COPY,
+    ]
+    assert confirmation.invite is not None
+    assert out.recipient.email == METTE["email"]
+    assert out.successor is not None and out.successor.email == JENS["email"]
+    assert out.invite == InviteSpec("CANCEL", confirmation.invite.uid, 1)
+    assert into.recipient.email == JENS["email"]
+    assert into.previous is not None and into.previous.email == METTE["email"]
+    assert into.invite == InviteSpec("REQUEST", uid_of(conference, JENS["email"]), 0)
+    assert into.invite.uid != confirmation.invite.uid
+    assert copy.recipient.email == "arrangementsinfo@kl.dk"
+    assert copy.invite is None
+    assert run.seat is not None and run.seat.attendee.email == JENS["email"]
+
+
+def test_substitution_before_creation(conference: Conference) -> None:
+    run = apply(conference, [substituted(10, METTE, JENS)])
+    out, into, _copy = run.last.notices
+    assert out.invite == InviteSpec("CANCEL", uid_of(conference, METTE["email"]), 1)
+    assert into.invite == InviteSpec("REQUEST", uid_of(conference, JENS["email"]), 0)
+    assert run.seat is not None and run.seat.attendee.email == JENS["email"]
+
+
+def test_creation_arriving_after_a_later_substitution_sends_nothing(
+    conference: Conference,
+) -> None:
+    run = apply(conference, [substituted(10, METTE, JENS), created(0)])
+    assert run.last == Plan(None, note=run.last.note)
+    assert run.last.notices == ()
+    assert run.seat is not None and run.seat.attendee.email == JENS["email"]
+
+
+def test_chain_cancels_the_middle_attendee(conference: Conference) -> None:
+    events = [created(0), substituted(10, METTE, JENS), substituted(20, JENS, ASTRID)]
+    out, into, _copy = apply(conference, events).last.notices
+    assert out.recipient.email == JENS["email"]
+    assert out.invite == InviteSpec("CANCEL", uid_of(conference, JENS["email"]), 1)
+    assert into.invite == InviteSpec("REQUEST", uid_of(conference, ASTRID["email"]), 0)
+
+
+def test_seat_passed_back_reuses_the_uid_with_a_higher_sequence(conference: Conference) -> None:
+    events = [created(0), substituted(10, METTE, JENS), substituted(20, JENS, METTE)]
+    run = apply(conference, events)
+    cancel_of_mette = run.plans[1].notices[0].invite
+    into = run.last.notices[1]
+    assert cancel_of_mette is not None and into.invite is not None
+    assert into.invite.uid == cancel_of_mette.uid
+    assert into.invite.method == "REQUEST"
+    assert into.invite.sequence > cancel_of_mette.sequence
+
+
+def test_substitution_to_the_same_address_does_nothing(conference: Conference) -> None:
+    same = {**METTE, "email": "METTE.SORENSEN@aarhus.dk", "name": "Mette S."}
+    run = apply(conference, [created(0), substituted(10, METTE, same)])
+    assert run.last.notices == ()
+    assert run.last.seat is None
+
+
+def test_roster_attendee_other_than_previous_also_loses_the_invite(
+    conference: Conference,
+) -> None:
+    run = apply(conference, [created(0, ASTRID), substituted(10, METTE, JENS)])
+    notices = run.last.notices
+    assert kinds(notices) == [
+        Kind.SUBSTITUTION_OUT,
+        Kind.SUBSTITUTION_OUT,
+        Kind.SUBSTITUTION_IN,
+        Kind.SUBSTITUTION_COPY,
+    ]
+    cancelled_for = {n.recipient.email: n.invite for n in notices[:2]}
+    assert cancelled_for[ASTRID["email"]] == InviteSpec(
+        "CANCEL", uid_of(conference, ASTRID["email"]), 1
+    )
+    assert cancelled_for[METTE["email"]] == InviteSpec(
+        "CANCEL", uid_of(conference, METTE["email"]), 1
+    )
+    assert run.last.note
+
+
+def test_cancellation_cancels_the_current_invite(conference: Conference) -> None:
+    run = apply(conference, [created(0), cancelled(30)])
+    (notice,) = run.last.notices
+    assert notice.kind is Kind.CANCELLATION
+    assert notice.recipient.email == METTE["email"]
+    assert notice.invite == InviteSpec("CANCEL", uid_of(conference, METTE["email"]), 1)
+    assert run.seat is not None
+    assert (run.seat.status, run.seat.as_of) == ("cancelled", T0 + timedelta(minutes=30))
+
+
+def test_cancellation_after_substitution_reaches_the_new_attendee(
+    conference: Conference,
+) -> None:
+    run = apply(conference, [created(0), substituted(10, METTE, JENS), cancelled(30)])
+    (notice,) = run.last.notices
+    assert notice.recipient.email == JENS["email"]
+    assert notice.invite == InviteSpec("CANCEL", uid_of(conference, JENS["email"]), 1)
+
+
+def test_cancellation_of_an_unknown_registration_raises(conference: Conference) -> None:
+    with pytest.raises(LookupError, match=REG):
+        plan_cancelled(cancelled(30), None, conference)
+
+
+def test_second_cancellation_sends_nothing(conference: Conference) -> None:
+    run = apply(conference, [created(0), cancelled(30), cancelled(40)])
+    assert run.last.notices == ()
+
+
+def test_substitution_of_a_cancelled_registration_is_ignored(conference: Conference) -> None:
+    run = apply(conference, [created(0), cancelled(30), substituted(40, METTE, JENS)])
+    assert run.last.notices == ()
+    assert run.seat is not None and run.seat.status == "cancelled"
+
+
+def test_new_creation_after_cancellation_confirms_with_a_higher_sequence(
+    conference: Conference,
+) -> None:
+    run = apply(conference, [created(0), cancelled(30), created(40)])
+    (notice,) = run.last.notices
+    assert notice.invite == InviteSpec("REQUEST", uid_of(conference, METTE["email"]), 2)
+
+
+@pytest.mark.parametrize(
+    "late",
+    [substituted(5, METTE, JENS), cancelled(5), created(5, JENS)],
+    ids=["substitution", "cancellation", "creation"],
+)
+def test_stale_events_are_ignored(conference: Conference, late: Event) -> None:
+    run = apply(conference, [created(0), substituted(10, METTE, ASTRID), late])
+    assert run.last.notices == ()
+    assert run.last.seat is None
+    assert run.seat is not None
+    assert (run.seat.attendee.email, run.seat.status) == (ASTRID["email"], "active")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: plan_created replaces an active seat's attendee without cancelling their invite",
+)
+def test_creation_with_another_attendee_leaves_no_stale_invite(conference: Conference) -> None:
+    apply(conference, [created(0), created(5, JENS)])
+
+
+def test_planning_is_pure(conference: Conference) -> None:
+    seat = apply(conference, [created(0)]).seat
+    assert seat is not None
+    before = dict(seat.sequences)
+    event = substituted(10, METTE, JENS)
+    assert plan_substituted(event, seat, conference) == plan_substituted(event, seat, conference)
+    plan_cancelled(cancelled(30), seat, conference)
+    assert seat.sequences == before
+
+
+def test_notice_keys_are_distinct_and_derived_from_the_event(conference: Conference) -> None:
+    run = apply(conference, [created(0, ASTRID), substituted(10, METTE, JENS)])
+    keys = [n.key for n in run.notices]
+    assert len(set(keys)) == len(keys)
+    assert all(k.startswith(("evt-created-0:", "evt-substituted-10:")) for k in keys)
+
+
+def test_current_invite(conference: Conference) -> None:
+    first = apply(conference, [created(0)]).seat
+    swapped = apply(conference, [created(0), substituted(10, METTE, JENS)]).seat
+    back = apply(
+        conference, [created(0), substituted(10, METTE, JENS), substituted(20, JENS, METTE)]
+    ).seat
+    assert first is not None and swapped is not None and back is not None
+    mette, jens = uid_of(conference, METTE["email"]), uid_of(conference, JENS["email"])
+    assert current_invite(first, conference) == InviteSpec("REQUEST", mette, 0)
+    assert current_invite(swapped, conference) == InviteSpec("REQUEST", jens, 0)
+    assert current_invite(back, conference) == InviteSpec("REQUEST", mette, 2)
+
+
+def test_seat_and_notices_survive_json(conference: Conference) -> None:
+    run = apply(conference, [created(0), substituted(10, METTE, JENS)])
+    assert run.seat is not None
+    assert Seat.from_json(run.seat.to_json()) == run.seat
+    for notice in run.notices:
+        assert Notice.from_json(notice.to_json()) == notice
