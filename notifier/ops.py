@@ -131,7 +131,7 @@ def follow(client: redis.Redis, key: str, timeout: float) -> Status:
 
 def _batch_status(client: redis.Redis, key: str) -> Status | None:
     try:
-        return status(client, key)
+        return status(client, key, failures=False)
     except LookupError:
         return None
 
@@ -183,7 +183,9 @@ def remind_command(
         f"Requested batch {key}. The same command again sends nothing new; "
         "use --batch to send another round."
     )
-    st = follow(_client(settings), key, timeout)
+    client = _client(settings)
+    follow(client, key, timeout)
+    st = status(client, key)
     print_status(st, f"batch {key}")
     if st.failures:
         sys.exit(1)

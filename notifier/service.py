@@ -37,6 +37,7 @@ from notifier.recipients import mask
 from notifier.render import renderer
 from notifier.retry import backoff
 from notifier.roster import Roster
+from notifier.schedule import due_reminders
 from notifier.settings import Settings
 from notifier.smtp import Mailer, Outcome, Sender, Sent
 
@@ -228,6 +229,17 @@ class Service:
     def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
         if not self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
             log.warning("claim on %s was lost before it finished as %s", claim.key, state)
+
+    def due_reminder_events(self) -> list[dict[str, Any]]:
+        """reminder.requested events for scheduled rules that are due and not yet requested."""
+        confs = []
+        for slug in self.conferences.slugs():
+            try:
+                confs.append(self.conferences.get(slug))
+            except ConfigError as exc:
+                log.error("scheduled reminders: skipping %s: %s", slug, exc)
+        events = [due.event() for due in due_reminders(confs, self.clock())]
+        return [e for e in events if not self.r.exists(keys.event(str(e["id"])))]
 
     # -- sweeping -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ connections dropped in the middle of DATA.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ class Script:
     rcpt: dict[str, str] = field(default_factory=dict)  # substring of address -> reply
     data: deque[str] = field(default_factory=deque)  # replies for the next DATA commands
     drop_data: int = 0  # close the connection during the next N DATA commands
+    delay: float = 0.0  # seconds to wait before answering each DATA
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,6 +63,8 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         script = self.sink.script
+        if script.delay:
+            await asyncio.sleep(script.delay)
         if script.drop_data > 0:
             script.drop_data -= 1
             transport = getattr(session, "transport", None) or server.transport

@@ -54,18 +54,19 @@ def _failure(record: Record) -> Failure:
     )
 
 
-def status(client: redis.Redis, batch: str | None = None) -> Status:
+def status(client: redis.Redis, batch: str | None = None, *, failures: bool = True) -> Status:
     """Counts per state (all messages, or one batch) and every failed message with its reply.
 
     `batch` is a batch key ("conference:batch-id") or a batch id that names one batch.
+    With failures=False only the counts are read (cheap enough to poll).
 
     Raises:
         LookupError: no such batch, or the id is ambiguous.
     """
     outbox = Outbox(client)
     if batch is None:
-        failed = outbox.records(outbox.failed_keys())
-        return Status(outbox.counts(), tuple(_failure(r) for r in failed))
+        everywhere = outbox.records(outbox.failed_keys()) if failures else []
+        return Status(outbox.counts(), tuple(_failure(r) for r in everywhere))
     batches = Batches(client, outbox, Roster(client, outbox))
     found = batches.find(batch)
     if len(found) != 1:
@@ -75,5 +76,8 @@ def status(client: redis.Redis, batch: str | None = None) -> Status:
         )
     info = batches.get(found[0])
     counts = outbox.counts(found[0])
-    failed = [r for r in outbox.records(sorted(outbox.keys_in(found[0]))) if r.state == "failed"]
+    failed: list[Record] = []
+    if failures and counts["failed"]:
+        records = outbox.records(sorted(outbox.keys_in(found[0])))
+        failed = [r for r in records if r.state == "failed"]
     return Status({s: counts[s] for s in STATES}, tuple(_failure(r) for r in failed), info)

@@ -21,6 +21,7 @@ log = logging.getLogger("notifier")
 QUEUE = "notifier"
 INGEST = "notifier.ingest"
 DELIVER = "notifier.deliver"
+SCHEDULE = "notifier.schedule"
 INLINE_MAX = 8
 
 
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # Celery beat asks once a minute which scheduled reminders are due (notifier.schedule).
+        beat_schedule={"scheduled-reminders": {"task": SCHEDULE, "schedule": 60.0}},
         # Retries are scheduled in our own Redis index, never as Celery countdowns, so a short
         # visibility timeout is safe and a crashed worker's tasks come back quickly.
         broker_transport_options={
@@ -99,6 +102,12 @@ def create_app(settings: Settings) -> Celery:
     )
     def deliver(message_keys: list[str]) -> None:
         runtime.service().deliver(message_keys)
+
+    @app.task(name=SCHEDULE)  # type: ignore[untyped-decorator]
+    def schedule() -> None:
+        svc = runtime.service()
+        for event in svc.due_reminder_events():
+            enqueue_deliveries(app, svc.ingest(event), settings.chunk_size)
 
     app.steps["consumer"].add(_sweeper_step(runtime, settings))
 

@@ -57,11 +57,14 @@ def test_created_then_substituted(stack: Callable[..., Stack]) -> None:
     first = _invite(confirmation)
     assert first is not None and first[0] == "REQUEST" and first[2] == 0
     [out] = mails[METTE["email"]]
-    assert _subject(out) == ("Deltagerskift: Din plads til Kommunernes Digitaliseringstræf '24 "
-                             "er overdraget")
+    assert _subject(out) == (
+        "Deltagerskift: Din plads til Kommunernes Digitaliseringstræf '24 er overdraget"
+    )
     assert _invite(out) == ("CANCEL", first[1], 1, "CANCELLED")
     [incoming] = mails[JENS["email"]]
-    assert _subject(incoming) == "Deltagerskift: Du er nu tilmeldt Kommunernes Digitaliseringstræf '24"
+    assert (
+        _subject(incoming) == "Deltagerskift: Du er nu tilmeldt Kommunernes Digitaliseringstræf '24"
+    )
     new = _invite(incoming)
     assert new is not None and new[0] == "REQUEST" and new[1] != first[1] and new[2] == 0
     [copy] = mails[ORGANISER]
@@ -71,9 +74,11 @@ def test_created_then_substituted(stack: Callable[..., Stack]) -> None:
 
 def test_chain_and_replay_of_every_event(stack: Callable[..., Stack]) -> None:
     s = stack()
-    events = [created("evt-1", "REG-7", METTE),
-              substituted("evt-2", "REG-7", METTE, JENS, at="2024-04-02T08:30:00+02:00"),
-              substituted("evt-3", "REG-7", JENS, ASTRID, at="2024-04-03T08:30:00+02:00")]
+    events = [
+        created("evt-1", "REG-7", METTE),
+        substituted("evt-2", "REG-7", METTE, JENS, at="2024-04-02T08:30:00+02:00"),
+        substituted("evt-3", "REG-7", JENS, ASTRID, at="2024-04-03T08:30:00+02:00"),
+    ]
     s.publish(events[0])
     s.sink.wait_for(1)
     s.publish(events[1])

@@ -23,8 +23,13 @@ def test_publish_names_bad_lines_and_publishes_good_ones(
     redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     bad_email = created("evt-2", "REG-2", {"name": "Ole", "email": "ole@"})
-    lines = [json.dumps(created("evt-1", "REG-1")), "", json.dumps(bad_email), "{not json",
-             json.dumps(created("evt-3", "REG-3"))]
+    lines = [
+        json.dumps(created("evt-1", "REG-1")),
+        "",
+        json.dumps(bad_email),
+        "{not json",
+        json.dumps(created("evt-3", "REG-3")),
+    ]
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["publish", str(source)], env=ENV)
@@ -40,21 +45,32 @@ def test_publish_names_bad_lines_and_publishes_good_ones(
 
 @pytest.mark.integration
 def test_publish_reads_stdin(redis_client: redis.Redis) -> None:
-    result = CliRunner().invoke(main, ["publish", "-"], input=json.dumps(created("e", "R")),
-                                env=ENV)
+    result = CliRunner().invoke(
+        main, ["publish", "-"], input=json.dumps(created("e", "R")), env=ENV
+    )
     assert result.exit_code == 0, result.output
     assert redis_client.llen(QUEUE) == 1
 
 
 def test_bad_setting_stops_with_the_variable_named() -> None:
-    result = CliRunner().invoke(main, ["publish", "-"], input="",
-                                env={"NOTIFIER_SMTP_PORT": "seventy"})
+    result = CliRunner().invoke(
+        main, ["publish", "-"], input="", env={"NOTIFIER_SMTP_PORT": "seventy"}
+    )
     assert result.exit_code != 0
     assert "NOTIFIER_SMTP_PORT" in result.output
 
 
-@pytest.mark.parametrize("kind", ["confirmation", "reminder", "substitution_out",
-                                  "substitution_in", "substitution_copy", "cancellation"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "confirmation",
+        "reminder",
+        "substitution_out",
+        "substitution_in",
+        "substitution_copy",
+        "cancellation",
+    ],
+)
 def test_preview_writes_eml_and_html(kind: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["preview", kind, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -109,7 +109,10 @@ def test_temporary_failure_is_retried_after_backoff(
     record = svc.outbox.get(key)
     assert record is not None
     assert (record.state, record.attempts, record.last_reply) == (
-        "retrying", 1, "451 4.3.0 try again later")
+        "retrying",
+        1,
+        "451 4.3.0 try again later",
+    )
     assert svc.due() == []  # not yet: base 1 s, no jitter
     clock.advance(1)
     assert svc.due() == [key]
@@ -128,8 +131,14 @@ def test_permanent_failure_is_failed_at_once(service: Callable[..., Service], si
     failed = svc.outbox.get(message_keys[1])
     assert failed is not None
     assert (failed.state, failed.last_reply) == ("failed", "550 5.1.1 no such user")
-    assert svc.outbox.counts() == {"queued": 0, "sending": 0, "retrying": 0, "sent": 1,
-                                   "failed": 1, "skipped": 0}
+    assert svc.outbox.counts() == {
+        "queued": 0,
+        "sending": 0,
+        "retrying": 0,
+        "sent": 1,
+        "failed": 1,
+        "skipped": 0,
+    }
 
 
 def test_attempts_run_out(service: Callable[..., Service], sink: Sink, clock: Clock) -> None:

@@ -13,10 +13,13 @@ from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from notifier.compose import Composed, clean_sender_name, compose
 from notifier.conference import Conference
 from notifier.notice import Kind, Notice, Person
+from notifier.recipients import check_name
 from notifier.render import Renderer
 from notifier.samples import SAMPLE_NOW, sample_notice
 
@@ -240,3 +243,26 @@ def test_international_domain_is_punycode_in_the_envelope(
 def test_clean_sender_name(name: str, cleaned: str) -> None:
     assert clean_sender_name(name) == cleaned
     assert not set('@:,"') & set(clean_sender_name(name))
+
+
+NAME_CHARACTERS = "abcæøåÆØÅé中 \"',<>@:;()\\=?._-"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(alphabet=NAME_CHARACTERS, min_size=1, max_size=90))
+def test_any_valid_display_name_stays_one_address(
+    renderer: Renderer, conference: Conference, name: str
+) -> None:
+    try:
+        name = check_name(name)
+    except ValueError:
+        assume(False)
+    notice = sample_notice(Kind.CONFIRMATION, conference)
+    data = build(renderer, conference, replace(notice, recipient=Person(name, "m@aarhus.dk"))).data
+    assert [a.addr_spec for a in parse(data)["To"].addresses] == ["m@aarhus.dk"]
+    # A phrase's runs of spaces are folding white space: one space is the same name.
+    assert [(" ".join(n.split()), a) for n, a in _decoded_to(data)] == [
+        (" ".join(name.split()), "m@aarhus.dk")
+    ]

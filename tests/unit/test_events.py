@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Callable
@@ -9,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifier.errors import InvalidEvent
 from notifier.events import (
@@ -85,11 +88,10 @@ def test_cancelled_parses() -> None:
     assert event.registration.id == "REG-1001"
 
 
-def test_reminder_parses_and_is_not_a_dry_run_by_default() -> None:
+def test_reminder_parses() -> None:
     event = parse_event(REMINDER)
     assert isinstance(event, ReminderRequested)
     assert event.batch.id == "reminder-1-week"
-    assert event.dry_run is False
 
 
 def test_known_conference_passes_the_conference_check() -> None:
@@ -170,3 +172,37 @@ def test_oversize_is_measured_in_utf8_bytes() -> None:
     with pytest.raises(InvalidEvent) as caught:
         parse_event(raw)
     assert caught.value.errors == (("event", f"larger than {MAX_EVENT_BYTES} bytes"),)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+FIELDS = [
+    ("id",),
+    ("type",),
+    ("occurred_at",),
+    ("conference",),
+    ("registration",),
+    ("registration", "id"),
+    ("registration", "attendee"),
+    ("registration", "attendee", "name"),
+    ("registration", "attendee", "email"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(FIELDS), JSON_VALUES)
+def test_any_bad_value_is_an_invalid_event_never_a_crash(
+    path: tuple[str, ...], value: object
+) -> None:
+    event = copy.deepcopy(CREATED)
+    parent = event
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    with contextlib.suppress(InvalidEvent):
+        parse_event(json.dumps(event, ensure_ascii=False))

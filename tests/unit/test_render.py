@@ -244,6 +244,7 @@ def test_copy_to_organiser_escapes_both_people(renderer: Renderer, conference: C
     )
     out = render(renderer, notice, conference)
     assert "<script>" not in out.html
+    assert "Til</dt>" in out.html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in out.html
     assert HOSTILE in out.text
 
 
@@ -259,7 +260,7 @@ def test_undefined_variable_raises(
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(reference if name == broken else "{{ c.title }}", encoding="utf-8")
-    notice = replace(sample_notice(Kind.CONFIRMATION, conference), kind=Kind.CONFIRMATION)
+    notice = sample_notice(Kind.CONFIRMATION, conference)
     context = notice_context(notice, conference_facts(conference), conference.tz)
     with pytest.raises(jinja2.UndefinedError):
         Renderer(tmp_path).render("x", context)
