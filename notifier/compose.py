@@ -8,7 +8,8 @@ as a meeting invitation):
         text/plain; charset=utf-8             the complete message
         text/html; charset=utf-8              the same, lang="da"
         text/calendar; method=REQUEST|CANCEL  the iTIP invite
-      application/ics; name="invitation.ics"  the same invite, to save or open
+      application/ics                         the same invite as a file to save or open
+                                              (invitation.ics; aflysning.ics for a CANCEL)
 
 The attachment is application/ics, not text/calendar, so that clients process the iTIP part
 once and offer the file only as a download.
@@ -90,7 +91,8 @@ def compose(
     msg = EmailMessage(policy=UTF8_POLICY if smtputf8 else POLICY)
     mid = message_id(notice.key, conference.sender_domain)
     msg["From"] = Address(clean_sender_name(sender.name), addr_spec=sender.email)
-    msg["To"] = _address(notice.recipient)
+    to = _address(notice.recipient)
+    msg["To"] = to
     msg["Reply-To"] = facts.contact_email
     msg["Subject"] = rendered.subject
     msg["Date"] = format_datetime(now)
@@ -106,7 +108,8 @@ def compose(
     return Composed(
         key=notice.key,
         sender=sender.email,
-        recipient=notice.recipient.email,
+        # The envelope carries the ASCII (punycode) domain unless SMTPUTF8 is needed anyway.
+        recipient=notice.recipient.email if smtputf8 else to.addr_spec,
         data=msg.as_bytes(),
         message_id=mid,
         subject=rendered.subject,

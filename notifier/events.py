@@ -138,15 +138,26 @@ def _translate(exc: ValidationError) -> InvalidEvent:
     return InvalidEvent(errors)
 
 
+def _size(raw: Any) -> int:
+    if isinstance(raw, bytes):
+        return len(raw)
+    if isinstance(raw, str):
+        return len(raw.encode("utf-8", "surrogatepass"))
+    try:
+        return len(json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+    except (TypeError, ValueError):
+        return 0  # not JSON-like at all: the type check below rejects it
+
+
 def parse_event(raw: Any, *, conferences: Container[str] | None = None) -> Event:
     """Validate one event (a mapping, or JSON text/bytes).
 
     Raises:
         InvalidEvent: naming each offending field and the reason.
     """
+    if _size(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent([("event", f"larger than {MAX_EVENT_BYTES} bytes")])
     if isinstance(raw, str | bytes):
-        if len(raw) > MAX_EVENT_BYTES:
-            raise InvalidEvent([("event", f"larger than {MAX_EVENT_BYTES} bytes")])
         try:
             raw = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -46,6 +46,7 @@ class Seat:
                 "status": self.status,
                 "as_of": self.as_of.isoformat(),
                 "sequences": self.sequences,
+                "registered_at": (self.registered_at or self.as_of).isoformat(),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -54,12 +55,15 @@ class Seat:
     @classmethod
     def from_json(cls, text: str | bytes) -> Seat:
         d = json.loads(text)
+        as_of = datetime.fromisoformat(d["as_of"])
+        registered = d.get("registered_at")
         return cls(
             d["registration"],
             Person(**d["attendee"]),
             d["status"],
-            datetime.fromisoformat(d["as_of"]),
+            as_of,
             dict(d["sequences"]),
+            datetime.fromisoformat(registered) if registered else as_of,
         )
 
 
@@ -104,11 +108,29 @@ def plan_created(event: RegistrationCreated, seat: Seat | None, conf: Conference
         invite=spec,
         occurred_at=event.occurred_at,
     )
+    notices = [notice]
+    if seat is not None and seat.status == "active":
+        # A newer creation names someone else: the seat changed hands, so the previous
+        # holder's invite is cancelled as in a substitution.
+        notices.insert(
+            0,
+            Notice(
+                f"{event.id}:out-roster",
+                Kind.SUBSTITUTION_OUT,
+                conf.slug,
+                reg,
+                seat.attendee,
+                invite=_cancel_for(conf, reg, seat.attendee, sequences),
+                successor=person,
+                occurred_at=event.occurred_at,
+            ),
+        )
     registered = min(seat.registered_at or seat.as_of, event.occurred_at) if seat else None
     new_seat = Seat(
         reg, person, "active", event.occurred_at, sequences, registered or event.occurred_at
     )
-    return Plan(new_seat, (notice,))
+    note = "creation replaced the seat's attendee" if len(notices) > 1 else ""
+    return Plan(new_seat, tuple(notices), note)
 
 
 def _cancel_for(
@@ -132,6 +154,8 @@ def plan_substituted(event: RegistrationSubstituted, seat: Seat | None, conf: Co
         return Plan(None, note="newer facts already applied: substitution ignored")
     if seat is not None and seat.status == "cancelled":
         return Plan(None, note="registration is cancelled: substitution ignored")
+    if seat is not None and same_address(seat.attendee.email, coming.email):
+        return Plan(None, note="the colleague already holds the seat: nothing to do")
     sequences = dict(seat.sequences) if seat else {}
     at = event.occurred_at
     notices = [

@@ -6,6 +6,7 @@ and reused for every mail (see `renderer()` and `conference_facts()`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -104,10 +105,23 @@ class Renderer:
         subject = self.env.get_template(f"{kind}/subject.txt").render(context)
         return Rendered(
             subject=" ".join(subject.split()),
-            text=self.env.get_template(f"{kind}/body.txt").render(context),
+            text=tidy(self.env.get_template(f"{kind}/body.txt").render(context)),
             html=self.env.get_template(f"{kind}/body.html").render(context),
-            invite_text=self.env.get_template("_invite.txt").render(context).strip(),
+            invite_text=tidy(self.env.get_template("_invite.txt").render(context)).strip(),
         )
+
+
+def tidy(text: str) -> str:
+    """Plain text as a reader expects it: no trailing blanks, never two empty lines in a row.
+
+    Optional sections in the templates leave uneven blank lines behind; fixing that here once
+    keeps the templates readable.
+    """
+    lines = [line.rstrip() if line != "-- " else line for line in text.splitlines()]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+_BLANKS = re.compile(r"\n{3,}")
 
 
 @lru_cache(maxsize=8)

@@ -13,7 +13,8 @@ def backoff(
     "Equal jitter": half the exponential delay is fixed, half random, so retries spread out
     (no retry storms against a relay that just came back) but never come back at once.
     """
-    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    # The exponent is bounded so that huge attempt numbers cannot overflow a float.
+    delay = min(cap, base * 2.0 ** min(max(0, attempt - 1), 62))
     if rand is None:
         return delay
     return delay / 2 + rand() * delay / 2

@@ -31,7 +31,7 @@ def _invite(item: Received) -> tuple[str, str, int, str] | None:
     cal = Calendar.from_ical(payload)
     event = cal.walk("VEVENT")[0]
     assert parts[0].get_param("method") == str(cal["METHOD"])
-    return str(cal["METHOD"]), str(event["UID"]), int(event["SEQUENCE"]), str(event["STATUS"])
+    return str(cal["METHOD"]), str(event["UID"]), int(str(event["SEQUENCE"])), str(event["STATUS"])
 
 
 def _subject(item: Received) -> str:
@@ -122,7 +122,9 @@ def test_cancellation(stack: Callable[..., Stack]) -> None:
     first, cancel = _invite(confirmation), _invite(received[1])
     assert first is not None and cancel is not None
     assert cancel == ("CANCEL", first[1], 1, "CANCELLED")
-    assert _subject(received[1]).startswith("Afmelding: Kommunernes Digitaliseringstræf '24")
+    assert _subject(received[1]).startswith(
+        "Annulleret tilmelding: Kommunernes Digitaliseringstræf '24"
+    )
 
 
 def test_cancellation_of_unknown_registration_is_kept(stack: Callable[..., Stack]) -> None:

@@ -216,10 +216,6 @@ def test_non_ascii_mailbox_uses_smtputf8(renderer: Renderer, conference: Confere
     assert msg["To"].addresses[0].display_name == "Søren Ærø"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: compose puts the Unicode domain in the envelope recipient without SMTPUTF8",
-)
 def test_international_domain_is_punycode_in_the_envelope(
     renderer: Renderer, conference: Conference
 ) -> None:

@@ -21,6 +21,8 @@ PURE = (
     "plan",
     "retry",
     "samples",
+    "schedule",  # reminder rules: the time is passed in
+    "keys",
 )
 FORBIDDEN_MODULES = {"celery", "redis", "aiosmtplib", "asyncio", "random", "uuid", "time", "socket"}
 CLOCK_CALLS = {"now", "utcnow", "today"}

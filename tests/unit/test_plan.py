@@ -307,10 +307,6 @@ def test_stale_events_are_ignored(conference: Conference, late: Event) -> None:
     assert (run.seat.attendee.email, run.seat.status) == (ASTRID["email"], "active")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan_created replaces an active seat's attendee without cancelling their invite",
-)
 def test_creation_with_another_attendee_leaves_no_stale_invite(conference: Conference) -> None:
     apply(conference, [created(0), created(5, JENS)])
 
@@ -357,9 +353,6 @@ def test_registration_time_is_the_first_fact(conference: Conference) -> None:
     assert run.seat.registered_at == T0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: Seat.to_json/from_json drop registered_at (the roster loses it)"
-)
 def test_seat_survives_json(conference: Conference) -> None:
     seat = apply(conference, [created(0), substituted(10, METTE, JENS)]).seat
     assert seat is not None
