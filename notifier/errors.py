@@ -48,7 +48,15 @@ class DeliveryError(NotifierError):
 
 
 class TemporaryDeliveryError(DeliveryError):
-    """Worth trying again later: 4xx replies, timeouts, lost connections, relay down."""
+    """Worth trying again later: 4xx replies, timeouts, lost connections, relay down.
+
+    `slow_down` is set when the relay said we are too many or too fast (Microsoft's 432):
+    then every sender pauses, instead of hammering it with retries.
+    """
+
+    def __init__(self, reply: str, smtp_code: int | None = None, *, slow_down: bool = False):
+        super().__init__(reply, smtp_code)
+        self.slow_down = slow_down
 
 
 class PermanentDeliveryError(DeliveryError):

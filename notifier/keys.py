@@ -12,7 +12,8 @@ FAILED = f"{PREFIX}:failed"  # set: keys of failed messages, for status
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
 DEAD_ORDER = f"{PREFIX}:dead:order"  # zset: dead-letter id -> time
-RATE = f"{PREFIX}:rate"  # rate limiter state
+RATE = f"{PREFIX}:rate"  # rate limiter: the next free send slot (epoch s)
+PAUSE = f"{PREFIX}:pause"  # every sender waits until this time (epoch s) after a 432
 
 
 def message(key: str) -> str:

@@ -94,6 +94,21 @@ def text(value: bytes | str | object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# KEYS: msg, counts, retry, queued; ARGV: prefix, bare key, now, due
+_DEFER = (
+    _MOVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'queued' and st ~= 'retrying' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'updated_at', ARGV[3])
+if st ~= 'retrying' then move(KEYS[1], st, 'retrying') end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
+"""
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     key: str
@@ -122,6 +137,7 @@ class Outbox:
         self._create = client.register_script(_CREATE)
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
+        self._defer = client.register_script(_DEFER)
 
     def create_args(self, notice: Notice, now: float) -> tuple[list[str], list[str | float]]:
         """KEYS and ARGV of the create script, for use inside a caller's transaction."""
@@ -165,6 +181,15 @@ class Outbox:
             self._finish(
                 keys=[keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY],
                 args=[keys.PREFIX, claim.key, now, claim.token, state, reply, due],
+            )
+        )
+
+    def defer(self, key: str, now: float, due: float) -> bool:
+        """Put an unclaimed message back until `due` without counting an attempt."""
+        return bool(
+            self._defer(
+                keys=[keys.message(key), keys.COUNTS, keys.RETRY, keys.QUEUED],
+                args=[keys.PREFIX, key, now, due],
             )
         )
 

@@ -13,15 +13,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
 import redis
 
 from notifier import keys
 from notifier.batches import Batches
-from notifier.compose import Composed, compose
 from notifier.conference import Conferences
 from notifier.deadletter import DeadLetters
-from notifier.errors import ConfigError, DeliveryError, InvalidEvent, PermanentDeliveryError
+from notifier.delivery import Delivery
+from notifier.errors import ConfigError, InvalidEvent
 from notifier.events import (
     Event,
     RegistrationCancelled,
@@ -30,18 +29,20 @@ from notifier.events import (
     ReminderRequested,
     parse_event,
 )
-from notifier.notice import Kind, Notice
-from notifier.outbox import Claim, Outbox
-from notifier.plan import Plan, Seat, current_invite, plan_cancelled, plan_created, plan_substituted
-from notifier.recipients import mask
+from notifier.gate import Gate
+from notifier.outbox import Outbox
+from notifier.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
 from notifier.render import renderer
-from notifier.retry import backoff
 from notifier.roster import Roster
 from notifier.schedule import due_reminders
 from notifier.settings import Settings
-from notifier.smtp import Mailer, Outcome, Sender, Sent
+from notifier.smtp import Mailer
 
 log = logging.getLogger("notifier")
+
+
+def _event_id(payload: Any) -> str | None:
+    return str(payload.get("id"))[:128] if isinstance(payload, dict) else None
 
 
 def utc_now() -> datetime:
@@ -68,6 +69,16 @@ class Service:
         self.roster = Roster(client, self.outbox)
         self.dead = DeadLetters(client)
         self.batches = Batches(client, self.outbox, self.roster)
+        self.delivery = Delivery(
+            settings,
+            outbox=self.outbox,
+            roster=self.roster,
+            gate=Gate(client, settings.rate_limit),
+            conferences=self.conferences,
+            renderer=self.renderer,
+            clock=clock,
+            rand=rand,
+        )
         self._mailer_factory = mailer or (lambda: Mailer(settings))
         self._mailer: Mailer | None = None
 
@@ -99,14 +110,26 @@ class Service:
             return self._dead(payload, [("conference", str(exc))], now)
         except LookupError as exc:
             return self._dead(payload, [("registration.id", str(exc.args[0]))], now)
+        except redis.RedisError:
+            raise  # the store is away: the task is retried, the event stays on the queue
+        except Exception as exc:
+            # A bug must not lose the event: keep it to replay after the fix.
+            log.exception("cannot process event", extra={"event_id": _event_id(payload)})
+            return self._dead(payload, [("event", f"internal error: {type(exc).__name__}")], now)
         states = self.outbox.states(message_keys)
         return [k for k, s in states.items() if s in ("queued", "retrying")]
 
     def _dead(self, payload: Any, errors: list[tuple[str, str]], now: float) -> list[str]:
         dl_id = self.dead.put(payload, errors, now=now)
         fields = ",".join(f for f, _ in errors)
-        event_id = payload.get("id") if isinstance(payload, dict) else None
-        log.warning("event rejected: dead letter %s event=%s fields=%s", dl_id, event_id, fields)
+        event_id = _event_id(payload)
+        log.warning(
+            "event rejected: dead letter %s event=%s fields=%s",
+            dl_id,
+            event_id,
+            fields,
+            extra={"event_id": event_id, "dead_letter": dl_id, "fields": fields},
+        )
         return []
 
     def _apply(self, event: Event, now: float) -> list[str]:
@@ -124,16 +147,21 @@ class Service:
         else:
             return self._reminder_batch(event, now)
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
+        fields = {"event_id": event.id, "registration": reg}
         if plan is None:
-            log.info("event %s seen before: %d message(s)", event.id, len(message_keys))
+            log.info(
+                "event %s seen before: %d message(s)", event.id, len(message_keys), extra=fields
+            )
         else:
+            note = f"; {plan.note}" if plan.note else ""
             log.info(
                 "event %s (%s) registration=%s: %d message(s)%s",
                 event.id,
                 event.type,
                 reg,
                 len(plan.notices),
-                f"; {plan.note}" if plan.note else "",
+                note,
+                extra=fields,
             )
         return message_keys
 
@@ -151,84 +179,7 @@ class Service:
     def deliver(self, message_keys: Sequence[str]) -> None:
         """Send each message that can be claimed, over the process's kept SMTP sessions."""
         if message_keys:
-            self.mailer.run(list(message_keys), self._deliver_one)
-
-    async def _deliver_one(self, sender: Sender, key: str) -> None:
-        now = self.clock()
-        claim = self.outbox.claim(key, now.timestamp())
-        if claim is None:
-            return
-        try:
-            notice = self._resolve(claim.notice)
-            if notice is None:
-                self._finish(claim, "skipped", "seat no longer held by this attendee")
-                return
-            msg = self._compose(notice, now)
-        except (jinja2.TemplateError, ConfigError) as exc:
-            # A bug or a broken config, not a delivery failure: retrying would not help.
-            log.error("cannot compose %s: %s", key, exc)
-            self._finish(claim, "failed", f"cannot compose: {exc}")
-            return
-        outcome = await sender.send(msg)
-        self._record(claim, msg, outcome)
-
-    def _compose(self, notice: Notice, now: datetime) -> Composed:
-        return compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
-
-    def _resolve(self, notice: Notice) -> Notice | None:
-        """Reminders go to whoever holds the seat at send time, with that person's invite."""
-        if notice.kind is not Kind.REMINDER:
-            return notice
-        seat = self.roster.seat(notice.conference, notice.registration_id)
-        if seat is None or seat.status != "active":
-            return None
-        conf = self.conferences.get(notice.conference)
-        return Notice(
-            notice.key,
-            notice.kind,
-            notice.conference,
-            notice.registration_id,
-            seat.attendee,
-            invite=current_invite(seat, conf),
-            batch=notice.batch,
-        )
-
-    def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
-        who = mask(msg.recipient)
-        if isinstance(outcome, Sent):
-            self._finish(claim, "sent", outcome.reply)
-            log.info("sent %s to %s: %s", claim.key, who, outcome.reply)
-            return
-        assert isinstance(outcome, DeliveryError)
-        if isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts:
-            self._finish(claim, "failed", outcome.reply)
-            log.warning(
-                "failed %s to %s after %d attempt(s): %s",
-                claim.key,
-                who,
-                claim.token,
-                outcome.reply,
-            )
-            return
-        delay = backoff(
-            claim.token,
-            base=self.settings.retry_base_seconds,
-            cap=self.settings.retry_max_seconds,
-            rand=self.rand,
-        )
-        self._finish(claim, "retrying", outcome.reply, due=self.clock().timestamp() + delay)
-        log.info(
-            "retrying %s to %s in %.0f s (attempt %d): %s",
-            claim.key,
-            who,
-            delay,
-            claim.token,
-            outcome.reply,
-        )
-
-    def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
-        if not self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
-            log.warning("claim on %s was lost before it finished as %s", claim.key, state)
+            self.mailer.run(list(message_keys), self.delivery.one)
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ def _reply(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}"[:500]
 
 
+SLOW_DOWN = re.compile(r"too many|concurren|rate limit|throttl|slow down", re.IGNORECASE)
+
+
+def _asks_to_slow_down(exc: aiosmtplib.SMTPResponseException) -> bool:
+    # 432 is Exchange Online's "4.3.2 concurrent connections limit exceeded"; other relays
+    # say the same with 421/450/451/452 and words.
+    return exc.code == 432 or bool(SLOW_DOWN.search(exc.message))
+
+
 def classify(exc: BaseException) -> DeliveryError:
     """Turn an aiosmtplib/OS error into a Temporary- or PermanentDeliveryError.
 
@@ -61,7 +71,7 @@ def classify(exc: BaseException) -> DeliveryError:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)
         if 400 <= exc.code < 500 or exc.code in TEMPORARY_5XX:
-            return TemporaryDeliveryError(reply, exc.code)
+            return TemporaryDeliveryError(reply, exc.code, slow_down=_asks_to_slow_down(exc))
         if exc.code >= 500:
             return PermanentDeliveryError(reply, exc.code)
         return TemporaryDeliveryError(reply, exc.code)
@@ -199,4 +209,8 @@ class Sender:
         try:
             return await self._session.send(msg)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            return classify(exc)
+            outcome = classify(exc)
+            if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
+                # Too many connections: give this one up so that we hold fewer.
+                await self._session.drop()
+            return outcome

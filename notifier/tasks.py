@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import redis
 from celery import Celery, bootsteps, signals
 
+from notifier import logs
 from notifier.service import Service
 from notifier.settings import Settings
 
@@ -110,6 +111,14 @@ def create_app(settings: Settings) -> Celery:
             enqueue_deliveries(app, svc.ingest(event), settings.chunk_size)
 
     app.steps["consumer"].add(_sweeper_step(runtime, settings))
+
+    @signals.after_setup_logger.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _logs(logger: logging.Logger, **_: Any) -> None:
+        logs.install(logger, settings.log_format)
+
+    @signals.after_setup_task_logger.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _task_logs(logger: logging.Logger, **_: Any) -> None:
+        logs.install(logger, settings.log_format)
 
     @signals.worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
     def _close(**_: Any) -> None:

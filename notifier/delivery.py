@@ -1,0 +1,168 @@
+"""Delivering claimed messages: gate, claim, compose, send, record. One message at a time per
+SMTP session; the sessions of a process run side by side on its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import jinja2
+
+from notifier.compose import Composed, compose
+from notifier.conference import Conferences
+from notifier.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+from notifier.gate import Gate
+from notifier.logs import scrub
+from notifier.notice import Kind, Notice
+from notifier.outbox import Claim, Outbox
+from notifier.plan import current_invite
+from notifier.recipients import mask
+from notifier.render import Renderer
+from notifier.retry import backoff
+from notifier.roster import Roster
+from notifier.settings import Settings
+from notifier.smtp import Outcome, Sender, Sent
+
+log = logging.getLogger("notifier")
+
+
+class Delivery:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        outbox: Outbox,
+        roster: Roster,
+        gate: Gate,
+        conferences: Conferences,
+        renderer: Renderer,
+        clock: Callable[[], datetime],
+        rand: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.roster = roster
+        self.gate = gate
+        self.conferences = conferences
+        self.renderer = renderer
+        self.clock = clock
+        self.rand = rand
+
+    async def one(self, sender: Sender, key: str) -> None:
+        """Deliver one message if it can be claimed; record what happened."""
+        if not await self._admitted(key):
+            return
+        now = self.clock()
+        claim = self.outbox.claim(key, now.timestamp())
+        if claim is None:
+            return
+        try:
+            notice = self._resolve(claim.notice)
+            if notice is None:
+                self._finish(claim, "skipped", "seat no longer held by this attendee")
+                return
+            msg = self._compose(notice, now)
+        except (jinja2.TemplateError, ConfigError) as exc:
+            # A bug or a broken config, not a delivery failure: retrying would not help.
+            log.error("cannot compose %s: %s", key, exc, extra={"key": key, "state": "failed"})
+            self._finish(claim, "failed", f"cannot compose: {exc}")
+            return
+        self._record(claim, msg, await sender.send(msg))
+
+    async def _admitted(self, key: str) -> bool:
+        """Wait for this send's slot; False (message put back) while senders are paused."""
+        admission = self.gate.admit()
+        if admission.paused_until:
+            self.outbox.defer(key, self.clock().timestamp(), admission.paused_until + self.rand())
+            return False
+        if admission.wait > 0:
+            await asyncio.sleep(admission.wait)
+        return True
+
+    def _compose(self, notice: Notice, now: datetime) -> Composed:
+        return compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
+
+    def _resolve(self, notice: Notice) -> Notice | None:
+        """Reminders go to whoever holds the seat at send time, with that person's invite."""
+        if notice.kind is not Kind.REMINDER:
+            return notice
+        seat = self.roster.seat(notice.conference, notice.registration_id)
+        if seat is None or seat.status != "active":
+            return None
+        conf = self.conferences.get(notice.conference)
+        return Notice(
+            notice.key,
+            notice.kind,
+            notice.conference,
+            notice.registration_id,
+            seat.attendee,
+            invite=current_invite(seat, conf),
+            batch=notice.batch,
+        )
+
+    def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
+        fields = {
+            "key": claim.key,
+            "registration": claim.notice.registration_id,
+            "kind": claim.notice.kind.value,
+            "to": mask(msg.recipient),
+            "attempt": claim.token,
+            "batch": claim.notice.batch,
+        }
+        if isinstance(outcome, Sent):
+            self._finish(claim, "sent", outcome.reply)
+            log.info(
+                "sent %s",
+                claim.key,
+                extra={**fields, "state": "sent", "reply": scrub(outcome.reply)},
+            )
+            return
+        assert isinstance(outcome, DeliveryError)
+        reply = scrub(outcome.reply)
+        if isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts:
+            self._finish(claim, "failed", outcome.reply)
+            log.warning(
+                "failed %s after %d attempt(s): %s",
+                claim.key,
+                claim.token,
+                reply,
+                extra={**fields, "state": "failed", "reply": reply},
+            )
+            return
+        if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
+            until = self.gate.pause(self.settings.retry_base_seconds)
+            log.warning(
+                "relay asks to slow down: all senders pause until %.0f",
+                until,
+                extra={**fields, "reply": reply},
+            )
+        delay = backoff(
+            claim.token,
+            base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds,
+            rand=self.rand,
+        )
+        self._finish(claim, "retrying", outcome.reply, due=self.clock().timestamp() + delay)
+        log.info(
+            "retrying %s in %.0f s: %s",
+            claim.key,
+            delay,
+            reply,
+            extra={**fields, "state": "retrying", "reply": reply},
+        )
+
+    def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
+        if not self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
+            log.warning(
+                "claim on %s was lost before it finished as %s",
+                claim.key,
+                state,
+                extra={"key": claim.key, "state": state},
+            )

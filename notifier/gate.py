@@ -1,0 +1,62 @@
+"""The gate every send passes: a pause after a relay said "slow down", and a global rate limit.
+
+Both live in Redis so that every worker process on every machine obeys the same pause and
+shares one rate. The rate limit reserves send slots (a GCRA-style schedule): each caller
+learns how long to wait for its slot, so the rate holds without polling or busy loops.
+Redis's own clock is used, so workers with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from notifier import keys
+
+# KEYS: pause, rate; ARGV: interval (0 = no limit). Returns {paused_until, wait} as strings.
+_GATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local pause = tonumber(redis.call('GET', KEYS[1]) or '0')
+if pause > now then return {tostring(pause), '0'} end
+local interval = tonumber(ARGV[1])
+if interval <= 0 then return {'0', '0'} end
+local slot = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+local ttl = math.ceil((slot - now + interval) * 1000) + 1000
+redis.call('SET', KEYS[2], tostring(slot + interval), 'PX', ttl)
+return {'0', tostring(slot - now)}
+"""
+
+# KEYS: pause; ARGV: seconds. Extends the pause, never shortens it.
+_PAUSE = """
+local t = redis.call('TIME')
+local untl = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > cur then
+  redis.call('SET', KEYS[1], tostring(untl), 'PX', math.ceil(tonumber(ARGV[1]) * 1000))
+  return tostring(untl)
+end
+return tostring(cur)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    paused_until: float  # epoch seconds; 0 when not paused
+    wait: float  # seconds to wait for this send's slot
+
+
+class Gate:
+    def __init__(self, client: redis.Redis, rate_per_second: float) -> None:
+        self.interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
+        self._gate = client.register_script(_GATE)
+        self._pause = client.register_script(_PAUSE)
+
+    def admit(self) -> Admission:
+        paused, wait = self._gate(keys=[keys.PAUSE, keys.RATE], args=[self.interval])
+        return Admission(float(paused), float(wait))
+
+    def pause(self, seconds: float) -> float:
+        """Hold every sender for `seconds` (a relay asked us to slow down)."""
+        return float(self._pause(keys=[keys.PAUSE], args=[seconds]))
