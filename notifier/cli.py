@@ -1,4 +1,4 @@
-"""The `notifier` command: worker, publish, preview, status, dead-letters."""
+"""The `notifier` command: worker, publish, preview, remind, status, dead-letters, purge."""
 
 from __future__ import annotations
 
@@ -140,3 +140,17 @@ def status(batch: str | None) -> None:
 def dead_letters(replay: str | None, replay_all: bool) -> None:
     """List the events that could not be processed, or replay them after a fix."""
     ops.dead_letters_command(_settings(), replay, replay_all)
+
+
+@main.command()
+@click.argument("conference")
+@click.option("--dry-run", is_flag=True, help="Count what would be anonymised; change nothing.")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="Judge the retention period as of this time (RFC 3339 with offset; for testing).",
+)
+def purge(conference: str, dry_run: bool, now_text: str | None) -> None:
+    """Anonymise CONFERENCE's personal data once its retention period has passed."""
+    ops.purge_command(_settings(), conference, dry_run, now_text)

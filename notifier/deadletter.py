@@ -23,6 +23,7 @@ class DeadLetter:
     reason: str
     fields: tuple[str, ...]
     payload: Any
+    purged_at: float | None = None  # set by a retention purge, which drops the payload
 
 
 def _describe(payload: Any) -> tuple[str, str]:
@@ -82,4 +83,5 @@ class DeadLetters:
             d["reason"],
             tuple(d["fields"]),
             d["payload"],
+            d.get("purged_at"),
         )

@@ -1,4 +1,4 @@
-"""Organiser commands: remind (with a progress bar), status, dead-letters."""
+"""Organiser commands: remind (with a progress bar), status, dead-letters, purge."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from notifier.errors import ConfigError
 from notifier.notice import Kind, Notice
 from notifier.outbox import Outbox
 from notifier.plan import current_invite
+from notifier.purge import PurgeRefused, purge
 from notifier.render import renderer
 from notifier.roster import Roster
 from notifier.settings import Settings
@@ -221,6 +222,9 @@ def dead_letters_command(settings: Settings, replay: str | None, replay_all: boo
         chosen = [d for d in letters if replay_all or d.id == replay]
         if replay and not chosen:
             raise click.ClickException(f"no dead letter {replay}")
+        if replay and chosen[0].purged_at is not None:
+            raise click.ClickException(f"dead letter {replay} was purged: nothing to replay")
+        chosen = [d for d in chosen if d.purged_at is None]  # kept for statistics only
         publish_events(settings, [d.payload for d in chosen if isinstance(d.payload, dict)])
         for d in chosen:
             dead.remove(d.id)
@@ -235,3 +239,35 @@ def dead_letters_command(settings: Settings, replay: str | None, replay_all: boo
             d.id, at, d.event_type or "?", d.event_id or "?", ", ".join(d.fields), d.reason
         )
     console.print(table)
+
+
+def parse_now(value: str | None) -> datetime:
+    """--now: an RFC 3339 timestamp with offset; the real clock without it."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        now = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"not an ISO 8601 timestamp: {value!r}", param_hint="--now"
+        ) from None
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise click.BadParameter(
+            "needs a UTC offset, e.g. 2024-05-23T00:00:00+02:00", param_hint="--now"
+        )
+    return now
+
+
+def purge_command(settings: Settings, conference: str, dry: bool, now_text: str | None) -> None:
+    conf = _conference(settings, conference)
+    now = parse_now(now_text)
+    try:
+        report = purge(_client(settings), conf, now, dry_run=dry)
+    except PurgeRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{'Dry run: ' if dry else ''}purge of {conf.slug} (retention ended "
+        f"{report.retention_ends.isoformat()})"
+    )
+    for line in report.lines():
+        click.echo(f"  {line}")

@@ -90,6 +90,7 @@ class Sink:
         self._lock = threading.Condition()
         self.connections = 0
         self.disconnects = 0
+        self.running = False
         self.controller = Controller(
             _Handler(self),
             hostname="127.0.0.1",
@@ -147,6 +148,7 @@ class Sink:
 
     def start(self) -> Sink:
         self.controller.start()
+        self.running = True
         # The controller opens one connection of its own to see that the server answers;
         # wait until it is gone so that the counters count clients only.
         deadline = time.monotonic() + 5
@@ -157,7 +159,10 @@ class Sink:
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Stop serving (a stopped Sink cannot be started again; make a new one)."""
+        if self.running:
+            self.controller.stop()
+            self.running = False
 
     def __enter__(self) -> Sink:
         return self.start()

@@ -1,0 +1,80 @@
+"""Peak resident memory of a process group (a Celery worker and its pool children).
+
+Read from /proc rather than psutil: no extra dependency, and a pool child that is replaced
+(max-tasks-per-child) is still found, because it keeps the worker's process group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RssPeak:
+    process_mb: float  # the largest RSS any single process of the group reached
+    total_mb: float  # the largest sum over the group at one sampling instant
+    processes: int  # distinct processes seen in the group
+
+
+def group_members(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited between listdir and open
+        # Fields after the command name (which may contain spaces): state ppid pgrp ...
+        fields = stat.rpartition(b")")[2].split()
+        if int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples a process group's RSS every `interval` seconds until stopped."""
+
+    def __init__(self, pgid: int, interval: float = 0.2) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pgid = pgid
+        self.interval = interval
+        self._done = threading.Event()  # not `_stop`: Thread has a method of that name
+        self._process_kib = 0
+        self._total_kib = 0
+        self._seen: set[int] = set()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        members = group_members(self.pgid)
+        sizes = [rss_kib(pid) for pid in members]
+        self._seen.update(members)
+        if sizes:
+            self._process_kib = max(self._process_kib, *sizes)
+            self._total_kib = max(self._total_kib, sum(sizes))
+
+    def stop(self) -> RssPeak:
+        self._done.set()
+        if self.is_alive():
+            self.join()
+        return self.peak()
+
+    def peak(self) -> RssPeak:
+        return RssPeak(self._process_kib / 1024, self._total_kib / 1024, len(self._seen))

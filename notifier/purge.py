@@ -1,0 +1,471 @@
+"""Retention: anonymise a past conference's personal data once its retention period is over.
+
+A conference's data may be purged from `Conference.ends_at + retention_days` on (the
+conference file's `retention_days`, default 30). What the purge does, per Redis key:
+
+- seats, `notifier:seat:<conference>:<registration>` (found through the roster set
+  `notifier:roster:<conference>`): the attendee's name, address and organisation are replaced
+  by fixed placeholders, and the invite UIDs that key `sequences` are relabelled
+  (`anonymiseret-1`, ...). A UID is a SHA-256 of conference, registration and address: anyone
+  who can guess the address (fornavn.efternavn@kommune.dk) can confirm it, so it is personal
+  data too. Status, times and SEQUENCE values stay.
+- outbox messages, `notifier:msg:<key>` whose stored notice names the conference: recipient,
+  previous and successor are replaced, the invite UID too, and addresses (and the names of
+  the notice's people) are cut out of `last_reply`. State, attempts, kind, batch,
+  registration id and times stay, so `notifier status` counts are unchanged. A message that
+  has not settled (queued, retrying, or a claim whose lease ran out) would otherwise be sent
+  to the placeholder address later: it is settled as `skipped`, with the counters and the
+  sweeper's indexes moved as the outbox scripts do. A message held by a live claim is left
+  alone and counted as busy; the next run takes it.
+- dead letters, in the hash `notifier:dead`, whose payload's `conference` is the slug (the
+  payload may be an object or JSON text): the payload is dropped, `purged_at` is set, and
+  addresses and the payload's names are cut out of the reason, event id, type and field
+  paths (an unknown field's path holds the sender's key, which can be anything). Id, time
+  and field paths stay. A dead letter that names no conference, or one that does not exist,
+  cannot be attributed and is not touched.
+
+Event markers, batches and counters hold no personal data and are not touched.
+
+Cost: a message's key does not say its conference, so the outbox is found with one
+`SCAN MATCH notifier:msg:* TYPE hash` over the whole keyspace plus one pipelined HGET of the
+notice per 500 keys: O(all keys) per run, however many conferences are purged in it
+(`purge_expired` purges every expired conference in one pass). Each changed record is
+rewritten in its own WATCH/MULTI transaction, so a worker's concurrent state change is
+never lost (the purge retries that record). An index set per conference, filled by the
+outbox's create script, would make this O(the conference's messages).
+
+Purging is idempotent: a record already anonymised is not rewritten, and a second run
+reports that nothing was left. Redis' AOF and RDB files and their backups keep the old
+values until they are rewritten or roll off (see SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import redis
+
+from notifier import danish, keys
+from notifier.conference import Conference, Conferences
+from notifier.errors import ConfigError, NotifierError
+from notifier.notice import Notice, Person
+from notifier.outbox import text
+from notifier.plan import Seat
+from notifier.roster import seat_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ANON_NAME = "Anonymiseret"
+ANON_EMAIL = "anonymiseret@anonymiseret.invalid"  # .invalid: RFC 2606, never deliverable
+ANON_ORGANISATION = "Anonymiseret"
+ANON_UID = "anonymiseret"
+ANON_TEXT = "[fjernet]"
+SETTLED_REPLY = "not sent: personal data purged after the retention period"
+PAGE = 500
+
+# Anything shaped like an address: the local part may hold quotes and most punctuation.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
+
+
+class PurgeRefused(NotifierError):
+    """The conference's retention period has not passed yet; the message names the date."""
+
+
+# -- the decision and the anonymisation: pure ---------------------------------------------
+
+
+def retention_ends(conf: Conference) -> datetime:
+    """When the conference's personal data may be purged: its end plus retention_days."""
+    return conf.ends_at + timedelta(days=conf.retention_days)
+
+
+def refusal(conf: Conference, now: datetime) -> str | None:
+    """None if the conference's data may be purged at `now`, else why not (naming the date).
+
+    Raises:
+        ValueError: `now` is naive.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    ends = retention_ends(conf)
+    if now >= ends:
+        return None
+    local = ends.astimezone(conf.tz)
+    return (
+        f"{conf.title} ({conf.slug}) ended {conf.ends_at.isoformat()}; its personal data is "
+        f"kept for {conf.retention_days} day(s) after that, until "
+        f"{danish.long_date(local.date())} ({local.isoformat()}). Purging is refused before "
+        f"then (now: {now.isoformat()})."
+    )
+
+
+def anonymous(person: Person) -> Person:
+    """The placeholder for a person; the organisation stays absent if it was absent."""
+    return Person(ANON_NAME, ANON_EMAIL, None if person.organisation is None else ANON_ORGANISATION)
+
+
+def anonymise_seat(seat: Seat) -> Seat:
+    """The seat without its attendee; status, times and SEQUENCE values kept."""
+    return replace(seat, attendee=anonymous(seat.attendee), sequences=_relabel(seat.sequences))
+
+
+def _relabel(sequences: Mapping[str, int]) -> dict[str, int]:
+    prefix = f"{ANON_UID}-"
+    done = {uid: seq for uid, seq in sequences.items() if uid.startswith(prefix)}
+    n = 0
+    for uid in sorted(u for u in sequences if not u.startswith(prefix)):
+        n += 1
+        while f"{prefix}{n}" in done:
+            n += 1
+        done[f"{prefix}{n}"] = sequences[uid]
+    return done
+
+
+def anonymise_notice(notice: Notice) -> Notice:
+    """The notice without its people and invite UID; kind, keys, method and SEQUENCE kept."""
+    return replace(
+        notice,
+        recipient=anonymous(notice.recipient),
+        previous=anonymous(notice.previous) if notice.previous else None,
+        successor=anonymous(notice.successor) if notice.successor else None,
+        invite=replace(notice.invite, uid=ANON_UID) if notice.invite else None,
+    )
+
+
+def people_of(notice: Notice) -> list[Person]:
+    return [p for p in (notice.recipient, notice.previous, notice.successor) if p is not None]
+
+
+def scrub(value: str, people: Iterable[Person] = ()) -> str:
+    """`value` with the people's names and addresses and anything shaped like an address cut
+    out (an SMTP reply often quotes the recipient: "550 5.1.1 <mette@aarhus.dk>: unknown")."""
+    for person in people:
+        local = person.email.rpartition("@")[0]
+        for known in (person.email, person.name, local if len(local) >= 3 else ""):
+            if known and known not in (ANON_NAME, ANON_EMAIL):
+                value = re.sub(re.escape(known), ANON_TEXT, value, flags=re.IGNORECASE)
+    return _ADDRESS.sub(ANON_TEXT, value)
+
+
+def payload_conference(payload: Any) -> str | None:
+    """The conference a dead letter's payload names (an object, or JSON text), if any."""
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    if isinstance(payload, dict):
+        conf = payload.get("conference")
+        return conf if isinstance(conf, str) else None
+    return None
+
+
+def payload_people(payload: Any) -> list[Person]:
+    """Every object with a name or email anywhere in a payload, and every address-like string."""
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return [Person("", s) for s in _ADDRESS.findall(text(payload))]
+    found: list[Person] = []
+    for node in _walk(payload):
+        if isinstance(node, dict) and ("name" in node or "email" in node):
+            name, email = node.get("name"), node.get("email")
+            found.append(
+                Person(
+                    name.strip() if isinstance(name, str) else "",
+                    email.strip() if isinstance(email, str) else "",
+                )
+            )
+        elif isinstance(node, str):
+            found += [Person("", s) for s in _ADDRESS.findall(node)]
+    return found
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(k)
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def anonymise_dead_letter(record: dict[str, Any], now: float) -> dict[str, Any]:
+    """A dead-letter record without its payload; id, time and field paths kept."""
+    if "purged_at" in record:
+        return record
+    people = payload_people(record.get("payload"))
+    out = dict(record)
+    for field in ("event_id", "type", "reason"):
+        out[field] = scrub(str(record.get(field, "")), people)
+    out["fields"] = [scrub(str(f), people) for f in record.get("fields", [])]
+    out["payload"] = None
+    out["purged_at"] = now
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeReport:
+    """What a purge of one conference found and changed (or, in a dry run, would change)."""
+
+    conference: str
+    retention_ends: datetime
+    dry_run: bool = False
+    seats: int = 0  # seats anonymised in this run
+    seats_found: int = 0
+    messages: int = 0  # outbox messages anonymised in this run
+    messages_found: int = 0
+    settled: int = 0  # of those, unsettled messages moved to skipped
+    busy: int = 0  # held by a live claim: left for the next run
+    dead_letters: int = 0  # dead letters cleared in this run
+    dead_letters_found: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.seats + self.messages + self.dead_letters
+
+    def lines(self) -> list[str]:
+        verb = "would anonymise" if self.dry_run else "anonymised"
+        lines = [
+            f"seats: {verb} {self.seats} of {self.seats_found}",
+            f"outbox messages: {verb} {self.messages} of {self.messages_found}"
+            + (f" ({self.settled} not yet sent, settled as skipped)" if self.settled else ""),
+            f"dead letters: {'would clear' if self.dry_run else 'cleared'} "
+            f"{self.dead_letters} of {self.dead_letters_found}",
+        ]
+        if self.busy:
+            lines.append(f"{self.busy} message(s) being sent right now: the next run takes them")
+        if not self.changed and not self.busy:
+            lines.append(
+                "nothing left to purge: every record of this conference is already anonymised"
+            )
+        elif self.dry_run:
+            lines.append("dry run: nothing was changed")
+        return lines
+
+    def summary(self) -> str:
+        """One line without personal data, for logs."""
+        return (
+            f"seats={self.seats}/{self.seats_found} messages={self.messages}/"
+            f"{self.messages_found} settled={self.settled} busy={self.busy} "
+            f"dead_letters={self.dead_letters}/{self.dead_letters_found} dry_run={self.dry_run}"
+        )
+
+
+# -- the effects --------------------------------------------------------------------------
+
+
+def purge(
+    client: redis.Redis, conf: Conference, now: datetime, *, dry_run: bool = False
+) -> PurgeReport:
+    """Anonymise one conference's personal data.
+
+    Raises:
+        PurgeRefused: the retention period has not passed at `now` (the message names the date).
+    """
+    reason = refusal(conf, now)
+    if reason is not None:
+        raise PurgeRefused(reason)
+    return _Purge(client, [conf], now, dry_run).run()[conf.slug]
+
+
+def purge_expired(
+    client: redis.Redis,
+    conferences: Conferences | Iterable[Conference],
+    now: datetime,
+    *,
+    dry_run: bool = False,
+) -> dict[str, PurgeReport]:
+    """Purge every conference whose retention period has passed at `now`, in one pass over the
+    outbox. For the daily beat task; conference files that do not load are logged and skipped.
+    """
+    if isinstance(conferences, Conferences):
+        loaded = []
+        for slug in conferences.slugs():
+            try:
+                loaded.append(conferences.get(slug))
+            except ConfigError as exc:
+                log.error("purge: skipping conference %s: %s", slug, exc)
+    else:
+        loaded = list(conferences)
+    due = [c for c in loaded if refusal(c, now) is None]
+    reports = _Purge(client, due, now, dry_run).run() if due else {}
+    for slug, report in reports.items():
+        log.info("purge %s: %s", slug, report.summary())
+    return reports
+
+
+Writes = Callable[[Any], None]  # queues writes on a transaction's pipeline
+
+
+class _Purge:
+    def __init__(
+        self, client: redis.Redis, confs: Iterable[Conference], now: datetime, dry_run: bool
+    ) -> None:
+        self.r = client
+        self.now = now.timestamp()
+        self.dry = dry_run
+        self.reports = {
+            c.slug: PurgeReport(c.slug, retention_ends(c), dry_run=dry_run) for c in confs
+        }
+
+    def run(self) -> dict[str, PurgeReport]:
+        for slug in self.reports:
+            self._seats(slug)
+        self._messages()
+        self._dead_letters()
+        return self.reports
+
+    def _update(self, key: str, change: Callable[[Any], tuple[T, Writes | None]]) -> T:
+        """Read `key` under WATCH with change(pipe), then commit its writes; again on conflict.
+
+        In a dry run nothing is written; the result says what would have changed.
+        """
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    result, writes = change(pipe)
+                    if writes is not None and not self.dry:
+                        pipe.multi()
+                        writes(pipe)
+                        pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    # seats
+
+    def _seats(self, slug: str) -> None:
+        report = self.reports[slug]
+        for reg in self.r.sscan_iter(keys.roster(slug), count=1000):
+            skey = seat_key(slug, text(reg))
+            outcome = self._update(skey, partial(self._seat_change, skey))
+            report.seats_found += outcome != "gone"
+            report.seats += outcome == "anonymised"
+
+    @staticmethod
+    def _seat_change(skey: str, pipe: Any) -> tuple[str, Writes | None]:
+        raw = pipe.get(skey)
+        if raw is None:
+            return "gone", None
+        seat = Seat.from_json(raw)
+        anon = anonymise_seat(seat)
+        if anon == seat:
+            return "unchanged", None
+        return "anonymised", lambda p: p.set(skey, anon.to_json())
+
+    # outbox messages
+
+    def _messages(self) -> None:
+        page: list[str] = []
+        for k in self.r.scan_iter(match=keys.message("*"), count=1000, _type="HASH"):
+            page.append(text(k))
+            if len(page) == PAGE:
+                self._message_page(page)
+                page = []
+        if page:
+            self._message_page(page)
+
+    def _message_page(self, redis_keys: list[str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for rkey in redis_keys:
+            pipe.hget(rkey, "notice")
+        for rkey, raw in zip(redis_keys, pipe.execute(), strict=True):
+            slug = _notice_conference(raw)
+            if slug not in self.reports:
+                continue
+            outcome = self._update(rkey, partial(self._message_change, rkey))
+            report = self.reports[slug]
+            report.messages_found += outcome != "gone"
+            report.busy += outcome == "busy"
+            report.messages += outcome in ("anonymised", "settled")
+            report.settled += outcome == "settled"
+
+    def _message_change(self, rkey: str, pipe: Any) -> tuple[str, Writes | None]:
+        d = {text(k): text(v) for k, v in pipe.hgetall(rkey).items()}
+        if "notice" not in d:
+            return "gone", None
+        state = d.get("state", "")
+        if state == "sending" and float(d.get("lease_until") or 0) > self.now:
+            return "busy", None
+        notice = Notice.from_json(d["notice"])
+        anon = anonymise_notice(notice)
+        reply = scrub(d.get("last_reply", ""), people_of(notice))
+        if state not in ("queued", "retrying", "sending"):
+            if anon == notice and reply == d.get("last_reply", ""):
+                return "unchanged", None
+            fields = {"notice": anon.to_json(), "last_reply": reply}
+            return "anonymised", lambda p: p.hset(rkey, mapping=fields)
+        # Not settled: it would be sent to the placeholder later. Settle it as the outbox's
+        # scripts would: state, per-state counters (global and batch) and sweeper indexes.
+        fields = {
+            "notice": anon.to_json(),
+            "last_reply": f"{SETTLED_REPLY} (last reply: {reply})" if reply else SETTLED_REPLY,
+            "state": "skipped",
+            "updated_at": str(self.now),
+        }
+        bare = rkey.removeprefix(keys.message(""))
+        counters = [keys.COUNTS] + ([keys.batch_counts(d["batch"])] if d.get("batch") else [])
+
+        def settle(p: Any) -> None:
+            p.hset(rkey, mapping=fields)
+            for counts in counters:
+                p.hincrby(counts, state, -1)
+                p.hincrby(counts, "skipped", 1)
+            for index in (keys.QUEUED, keys.RETRY, keys.SENDING):
+                p.zrem(index, bare)
+
+        return "settled", settle
+
+    # dead letters
+
+    def _dead_letters(self) -> None:
+        for dl_id, raw in self.r.hscan_iter(keys.DEAD, count=1000):
+            record = json.loads(text(raw))
+            slug = payload_conference(record.get("payload"))
+            if slug is None and "purged_at" in record:
+                slug = record.get("conference")
+            if slug not in self.reports:
+                continue
+            report = self.reports[slug]
+            report.dead_letters_found += 1
+            report.dead_letters += self._update(
+                keys.DEAD, partial(self._dead_change, text(dl_id), slug)
+            )
+
+    def _dead_change(self, dl_id: str, slug: str, pipe: Any) -> tuple[bool, Writes | None]:
+        raw = pipe.hget(keys.DEAD, dl_id)
+        if raw is None:
+            return False, None
+        record = json.loads(text(raw))
+        anon = anonymise_dead_letter(record, self.now)
+        if anon == record:
+            return False, None
+        anon["conference"] = slug  # the payload that named it is gone
+        body = json.dumps(anon, ensure_ascii=False, default=str)
+        return True, lambda p: p.hset(keys.DEAD, dl_id, body)
+
+
+def _notice_conference(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        conf = json.loads(raw).get("conference")
+    except (ValueError, AttributeError):
+        return None
+    return conf if isinstance(conf, str) else None

@@ -1,0 +1,129 @@
+"""Fault injection on real processes: every scenario counts what was delivered, lost (must be
+0) and duplicated (at most what was in flight when something was killed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from notifier.sink import Sink
+from notifier.status import status
+from tests.conftest import wait_for
+from tests.e2e.conftest import Stack
+from tests.events import created, person
+
+pytestmark = pytest.mark.e2e
+
+IN_FLIGHT = 2 * 4  # worker processes x SMTP sessions each
+
+
+def tally(sinks: list[Sink], expected: set[str], scenario: str) -> tuple[int, int, int]:
+    got: Counter[str] = Counter()
+    for sink in sinks:
+        for item in sink.received:
+            got.update(item.recipients)
+    delivered = len(set(got) & expected)
+    lost = len(expected - set(got))
+    duplicated = sum(got.values()) - len(got)
+    print(f"\nFAULT {scenario}: delivered={delivered} lost={lost} duplicated={duplicated}")
+    return delivered, lost, duplicated
+
+
+def _events(n: int, offset: int = 0) -> tuple[list[dict[str, object]], set[str]]:
+    events = [created(f"evt-{i}", f"REG-{i}", person(i)) for i in range(offset, offset + n)]
+    return events, {person(i)["email"] for i in range(offset, offset + n)}
+
+
+def _all_arrived(sinks: list[Sink], expected: set[str]) -> bool:
+    return expected <= {r for s in sinks for item in s.received for r in item.recipients}
+
+
+def test_scripted_replies_and_dropped_connections(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    s.sink.script.data.extend(
+        ["421 4.7.0 try later", "451 4.3.0 local error", "452 4.3.1 insufficient storage"]
+    )
+    s.sink.script.drop_data = 2
+    s.sink.script.rcpt["deltager7@"] = "550 5.1.1 no such user"
+    s.sink.script.rcpt["deltager8@"] = "554 5.7.1 refused"
+    events, expected = _events(30)
+    s.publish(*events)
+    bounced = {person(7)["email"], person(8)["email"]}
+    wait_for(lambda: _all_arrived([s.sink], expected - bounced), 60, "the deliverable mails")
+    s.wait_drained()
+    assert tally([s.sink], expected - bounced, "4xx/5xx/drop") == (28, 0, 0)
+    st = status(s.client)
+    assert (st.counts["sent"], st.counts["failed"]) == (28, 2)
+    assert {f.reply for f in st.failures} == {"550 5.1.1 no such user", "554 5.7.1 refused"}
+
+
+def test_worker_killed_mid_stream(stack: Callable[..., Stack]) -> None:
+    s = stack(visibility_timeout_seconds="10", claim_lease_seconds="10", smtp_timeout_seconds="2")
+    s.sink.script.delay = 0.05
+    events, expected = _events(120)
+    s.publish(*events)
+    s.sink.wait_for(25, timeout=60)
+    s.worker.kill()
+    assert len(s.sink.received) < 120
+    s.sink.script.delay = 0
+    s.worker.start()
+    wait_for(lambda: _all_arrived([s.sink], expected), 120, "every confirmation")
+    s.wait_drained()
+    _, lost, duplicated = tally([s.sink], expected, "SIGKILL mid-stream")
+    assert lost == 0 and duplicated <= IN_FLIGHT
+
+
+def test_sigterm_lets_in_flight_sends_finish(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    s.sink.script.delay = 0.05
+    events, expected = _events(80)
+    s.publish(*events)
+    s.sink.wait_for(15, timeout=60)
+    assert s.worker.proc is not None
+    os.killpg(s.worker.proc.pid, signal.SIGTERM)
+    s.worker.proc.wait(60)
+    s.worker.proc = None
+    # Nothing was left half-done: every message is either sent or still waiting its turn
+    assert status(s.client).counts["sending"] == 0
+    s.sink.script.delay = 0
+    s.worker.start()
+    wait_for(lambda: _all_arrived([s.sink], expected), 60, "every confirmation")
+    s.wait_drained()
+    assert tally([s.sink], expected, "SIGTERM") == (80, 0, 0)
+
+
+def test_relay_down_for_a_while(stack: Callable[..., Stack]) -> None:
+    s = stack()
+    port = s.sink.port
+    s.sink.stop()
+    events, expected = _events(20)
+    s.publish(*events)
+    wait_for(lambda: status(s.client).counts["retrying"] == 20, 30, "messages to wait")
+    with Sink(port=port) as back:
+        wait_for(lambda: _all_arrived([back], expected), 60, "delivery after the outage")
+        s.wait_drained()
+        assert tally([back], expected, "relay down") == (20, 0, 0)
+
+
+def test_redis_killed_and_restarted_from_aof(stack: Callable[..., Stack]) -> None:
+    s = stack(
+        appendonly=True,
+        visibility_timeout_seconds="10",
+        claim_lease_seconds="10",
+        smtp_timeout_seconds="2",
+    )
+    s.sink.script.delay = 0.03
+    events, expected = _events(60)
+    s.publish(*events)
+    s.sink.wait_for(15, timeout=60)
+    s.redis_server.kill()
+    s.redis_server.start()
+    s.sink.script.delay = 0
+    wait_for(lambda: _all_arrived([s.sink], expected), 120, "delivery after the restart")
+    s.wait_drained(60)
+    _, lost, duplicated = tally([s.sink], expected, "Redis killed, AOF restart")
+    assert lost == 0 and duplicated <= IN_FLIGHT

@@ -1,0 +1,150 @@
+"""Every SMTP outcome, judged in one place, against a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from notifier import keys
+from notifier.service import Service
+from notifier.settings import Settings
+from notifier.sink import Sink, free_port
+from tests.conftest import ROOT
+from tests.events import created, person
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def svc(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Iterator[Service]:
+    service = Service(
+        make_settings(),
+        redis_client,
+        clock=lambda: datetime(2024, 2, 14, tzinfo=UTC),
+        rand=lambda: 0.0,
+    )
+    yield service
+    service.close()
+
+
+def _one(svc: Service, n: int = 1) -> tuple[str, str, int]:
+    [key] = svc.ingest(created(f"evt-{n}", f"REG-{n}", person(n)))
+    svc.deliver([key])
+    record = svc.outbox.get(key)
+    assert record is not None
+    return record.state, record.last_reply, record.attempts
+
+
+@pytest.mark.parametrize(
+    ("where", "reply", "state"),
+    [
+        ("rcpt", "421 4.7.0 closing, try later", "retrying"),
+        ("rcpt", "450 4.2.1 mailbox busy", "retrying"),
+        ("rcpt", "452 4.5.3 too many recipients", "retrying"),
+        ("rcpt", "550 5.1.1 no such user", "failed"),
+        ("rcpt", "553 5.1.3 bad address syntax", "failed"),
+        ("data", "451 4.3.0 local error", "retrying"),
+        ("data", "452 4.3.1 insufficient storage", "retrying"),
+        ("data", "554 5.7.1 rejected as spam", "failed"),
+        ("data", "552 5.3.4 message too big", "failed"),
+    ],
+)
+def test_reply_codes(svc: Service, sink: Sink, where: str, reply: str, state: str) -> None:
+    if where == "rcpt":
+        sink.script.rcpt["@"] = reply
+    else:
+        sink.script.data.append(reply)
+    assert _one(svc) == (state, reply, 1)
+    assert sink.received == []
+
+
+def test_connection_dropped_mid_data_is_temporary(svc: Service, sink: Sink) -> None:
+    sink.script.drop_data = 1
+    state, reply, _ = _one(svc)
+    assert state == "retrying" and "connection lost" in reply
+    assert _one(svc, 2)[0] == "sent"  # the session is reopened for the next message
+
+
+def test_refused_connection_is_temporary(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    svc = Service(make_settings(smtp_port=str(free_port())), redis_client)
+    try:
+        state, reply, _ = _one(svc)
+    finally:
+        svc.close()
+    assert state == "retrying" and "relay unavailable" in reply
+
+
+def test_silent_server_times_out_as_temporary(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted: list[socket.socket] = []
+        thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+        thread.start()
+        port = listener.getsockname()[1]
+        svc = Service(
+            make_settings(smtp_port=str(port), smtp_timeout_seconds="0.5", claim_lease_seconds="5"),
+            redis_client,
+        )
+        try:
+            state, reply, _ = _one(svc)
+        finally:
+            svc.close()
+            thread.join(5)
+            for conn in accepted:
+                conn.close()
+    assert state == "retrying"
+    assert "timeout" in reply.lower() or "timed out" in reply.lower()
+
+
+def test_slow_down_pauses_every_sender(svc: Service, sink: Sink) -> None:
+    sink.script.data.append("432 4.3.2 Concurrent connections limit exceeded")
+    state, reply, _ = _one(svc)
+    assert (state, reply) == ("retrying", "432 4.3.2 Concurrent connections limit exceeded")
+    assert svc.r.exists(keys.PAUSE)
+    # While paused, the next message is put back without an attempt and without SMTP
+    assert _one(svc, 2) == ("retrying", "", 0)
+    assert sink.received == []
+
+
+def test_rate_limit_is_shared_and_exact(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, sink: Sink
+) -> None:
+    svc = Service(make_settings(rate_limit="20"), redis_client)
+    message_keys = [svc.ingest(created(f"e{i}", f"R{i}", person(i)))[0] for i in range(21)]
+    started = time.monotonic()
+    svc.deliver(message_keys)
+    elapsed = time.monotonic() - started
+    svc.close()
+    assert len(sink.received) == 21
+    assert 0.95 <= elapsed < 2.0  # 21 sends at 20/s: the 21st waits a whole second
+
+
+def test_template_bug_fails_once_without_retry(
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    sink: Sink,
+) -> None:
+    broken = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", broken)
+    (broken / "confirmation" / "body.txt").write_text("{{ no_such_variable }}", encoding="utf-8")
+    svc = Service(make_settings(templates_dir=str(broken)), redis_client)
+    try:
+        state, reply, attempts = _one(svc)
+    finally:
+        svc.close()
+    assert (state, attempts) == ("failed", 1) and reply.startswith("cannot compose")
+    assert sink.received == []
