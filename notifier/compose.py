@@ -18,20 +18,19 @@ once and offer the file only as a download.
 from __future__ import annotations
 
 import contextlib
-import email.policy
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import lru_cache
 
+import idna
+
+from notifier import mime
 from notifier.conference import Conference
 from notifier.invite import build_invite
-from notifier.notice import Notice, Person, digest
+from notifier.notice import Notice, digest
 from notifier.render import Renderer, conference_facts, notice_context
 
-POLICY = email.policy.SMTP
-UTF8_POLICY = email.policy.SMTPUTF8
 SENDER_NAME_STRIP = str.maketrans("", "", '@:,"<>;\\')
 
 
@@ -59,12 +58,15 @@ def message_id(key: str, domain: str) -> str:
     return f"<{digest('message-id', key, length=40)}@{domain}>"
 
 
-def _address(person: Person) -> Address:
-    local, _, domain = person.email.rpartition("@")
-    with contextlib.suppress(UnicodeError):  # else left as is: SMTPUTF8 carries it
-        domain = domain.encode("idna").decode("ascii")
-    # headerregistry.Address refuses CR/LF and quotes/encodes the display name per RFC 2047.
-    return Address(display_name=person.name, username=local, domain=domain)
+def envelope_address(address: str) -> str:
+    """The address with its domain in ASCII (IDNA) where that is possible."""
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        # IDNA 2008 with UTS 46 mapping (the `idna` package, as email-validator uses), not
+        # Python's IDNA 2003 codec, which turns "ß" into "ss": another domain.
+        with contextlib.suppress(idna.IDNAError):  # else left as is: SMTPUTF8 carries it
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+    return f"{local}@{domain}"
 
 
 def needs_smtputf8(address: str) -> bool:
@@ -86,58 +88,60 @@ def compose(
     """
     facts = conference_facts(conference)
     rendered = renderer.render(notice.kind.value, notice_context(notice, facts, conference.tz))
-    sender = Person(conference.organiser.name, str(conference.organiser.email))
     smtputf8 = needs_smtputf8(notice.recipient.email)
-    msg = EmailMessage(policy=UTF8_POLICY if smtputf8 else POLICY)
+    to_address = envelope_address(notice.recipient.email)
     mid = message_id(notice.key, conference.sender_domain)
-    msg["From"] = Address(clean_sender_name(sender.name), addr_spec=sender.email)
-    to = _address(notice.recipient)
-    msg["To"] = to
-    msg["Reply-To"] = facts.contact_email
-    msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = mid
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
-    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    if notice.invite is not None:
-        _attach_invite(msg, notice, conference, rendered.invite_text, now)
-    msg["Content-Language"] = "da"
-    _fix_boundaries(msg, notice.key)
+    body = [mime.text_part("plain", rendered.text), mime.text_part("html", rendered.html)]
+    boundary = f"=_{digest('boundary', notice.key, length=24)}"
+    headers = [
+        ("From", _from_header(conference)),
+        ("To", mime.mailbox(notice.recipient.name, to_address, utf8=smtputf8)),
+        ("Reply-To", facts.contact_email),
+        ("Subject", mime.header_text("Subject", rendered.subject)),
+        ("Date", format_datetime(now)),
+        ("Message-ID", mid),
+        ("MIME-Version", "1.0"),
+        ("Content-Language", "da"),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+    ]
+    if notice.invite is None:
+        data = mime.multipart("alternative", boundary + "a", body, headers)
+    else:
+        ics = build_invite(
+            conference, notice.invite, notice.recipient, now=now, description=rendered.invite_text
+        )
+        data = _with_invite(ics, notice.invite.method, body, headers, boundary)
     return Composed(
         key=notice.key,
-        sender=sender.email,
+        sender=str(conference.organiser.email),
         # The envelope carries the ASCII (punycode) domain unless SMTPUTF8 is needed anyway.
-        recipient=notice.recipient.email if smtputf8 else to.addr_spec,
-        data=msg.as_bytes(),
+        recipient=to_address,
+        data=data,
         message_id=mid,
         subject=rendered.subject,
         smtputf8=smtputf8,
     )
 
 
-def _fix_boundaries(msg: EmailMessage, key: str) -> None:
-    # Derived boundaries keep composition a pure function (golden files, identical resends).
-    # "=_" cannot occur in quoted-printable or base64 bodies, so it cannot clash with content.
-    for n, part in enumerate(msg.walk()):
-        if part.is_multipart():
-            part.set_boundary(f"=_{digest('boundary', key, str(n), length=24)}")
-
-
-def _attach_invite(
-    msg: EmailMessage, notice: Notice, conference: Conference, text: str, now: datetime
-) -> None:
-    assert notice.invite is not None
-    ics = build_invite(conference, notice.invite, notice.recipient, now=now, description=text)
-    method = notice.invite.method
-    msg.add_alternative(
-        ics, maintype="text", subtype="calendar", params={"method": method, "charset": "UTF-8"}
-    )
-    msg.make_mixed()
-    msg.add_attachment(
+def _with_invite(
+    ics: bytes, method: str, body: list[bytes], headers: mime.Headers, boundary: str
+) -> bytes:
+    # "=_" cannot occur in quoted-printable or base64 bodies, so these boundaries cannot
+    # clash with content; deriving them from the key keeps composition pure.
+    calendar = mime.binary_part(f'text/calendar; method={method}; charset="UTF-8"', ics)
+    filename = "invitation.ics" if method == "REQUEST" else "aflysning.ics"
+    attachment = mime.binary_part(
+        f'application/ics; name="{filename}"',
         ics,
-        maintype="application",
-        subtype="ics",
-        filename="invitation.ics" if method == "REQUEST" else "aflysning.ics",
+        [("Content-Disposition", f'attachment; filename="{filename}"')],
+    )
+    alternative = mime.multipart("alternative", boundary + "a", [*body, calendar])
+    return mime.multipart("mixed", boundary + "m", [alternative, attachment], headers)
+
+
+@lru_cache(maxsize=32)
+def _from_header(conference: Conference) -> str:
+    return mime.mailbox(
+        clean_sender_name(conference.organiser.name), str(conference.organiser.email)
     )

@@ -15,6 +15,7 @@ PURE = (
     "conference",
     "danish",
     "render",
+    "mime",
     "invite",
     "compose",
     "notice",
