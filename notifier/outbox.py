@@ -55,12 +55,12 @@ _CLAIM = (
     _MOVE
     + """
 local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return -1 end
+if not st then return {-1} end
 if st == 'sending' then
   local lease = redis.call('HGET', KEYS[1], 'lease_until')
-  if lease and tonumber(lease) > tonumber(ARGV[3]) then return 0 end
+  if lease and tonumber(lease) > tonumber(ARGV[3]) then return {0} end
 elseif st ~= 'queued' and st ~= 'retrying' then
-  return 0
+  return {0}
 end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', ARGV[3], 'lease_until', ARGV[4])
@@ -68,7 +68,7 @@ if st ~= 'sending' then move(KEYS[1], st, 'sending') end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
-return n
+return {n, redis.call('HGET', KEYS[1], 'notice')}
 """
 )
 
@@ -161,17 +161,15 @@ class Outbox:
 
     def claim(self, key: str, now: float) -> Claim | None:
         """Take a message for sending, or None if it is sent, failed or held by a live claim."""
-        token = int(
-            self._claim(
-                keys=[keys.message(key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.QUEUED],
-                args=[keys.PREFIX, key, now, now + self.lease],
-            )
+        # One round trip: the script returns the attempt number and the stored notice.
+        reply = self._claim(
+            keys=[keys.message(key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.QUEUED],
+            args=[keys.PREFIX, key, now, now + self.lease],
         )
+        token = int(reply[0])
         if token <= 0:
             return None
-        raw = self.r.hget(keys.message(key), "notice")
-        assert raw is not None
-        return Claim(key, token, Notice.from_json(text(raw)))
+        return Claim(key, token, Notice.from_json(text(reply[1])))
 
     def finish(self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0) -> bool:
         """Record the outcome of a claimed send; False if the claim was lost meanwhile."""
