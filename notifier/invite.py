@@ -64,25 +64,44 @@ def build_invite(
 
     `now` becomes DTSTAMP; nothing here reads the clock.
     """
-    cal = Calendar()
-    cal.add("prodid", PRODID)
-    cal.add("version", "2.0")
-    cal.add("calscale", "GREGORIAN")
-    cal.add("method", spec.method)
-    if not conference.all_day:
-        cal.add_component(vtimezone(conference.timezone, conference.date.year))
+    head, tail = _shared(conference, spec.method)
     event = Event()
     event.add("uid", spec.uid)
     event.add("sequence", spec.sequence)
     event.add("dtstamp", now)
+    event.add("description", description)
+    event.add("attendee", _attendee(attendee))
+    lines = bytes(event.to_ical())
+    # Only the recipient's properties are serialised per mail; the rest of the calendar
+    # (and the VTIMEZONE, which costs milliseconds) is the same for every mail of a
+    # conference and is serialised once.
+    return head + lines[len(_BEGIN) : -len(_END)] + tail
+
+
+_BEGIN = b"BEGIN:VEVENT\r\n"
+_END = b"END:VEVENT\r\n"
+
+
+@lru_cache(maxsize=64)
+def _shared(conference: Conference, method: str) -> tuple[bytes, bytes]:
+    """What every invite of a conference and method shares: before and after the
+    recipient's properties, split inside the VEVENT."""
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", method)
+    if not conference.all_day:
+        cal.add_component(vtimezone(conference.timezone, conference.date.year))
+    event = Event()
     _timing(event, conference)
     event.add("summary", conference.title)
     event.add("location", conference.venue.location)
-    event.add("description", description)
     event.add("organizer", _organizer(conference))
-    event.add("attendee", _attendee(attendee))
-    event.add("status", "CONFIRMED" if spec.method == "REQUEST" else "CANCELLED")
+    event.add("status", "CONFIRMED" if method == "REQUEST" else "CANCELLED")
     event.add("transp", "OPAQUE")
     event.add("class", "PUBLIC")
     cal.add_component(event)
-    return bytes(cal.to_ical())
+    whole = bytes(cal.to_ical())
+    cut = whole.index(_END)
+    return whole[:cut], whole[cut:]
