@@ -64,12 +64,11 @@ def build_invite(
 
     `now` becomes DTSTAMP; nothing here reads the clock.
     """
-    head, tail = _shared(conference, spec.method)
+    head, tail = _shared(conference, spec.method, description)
     event = Event()
     event.add("uid", spec.uid)
     event.add("sequence", spec.sequence)
     event.add("dtstamp", now)
-    event.add("description", description)
     event.add("attendee", _attendee(attendee))
     lines = bytes(event.to_ical())
     # Only the recipient's properties are serialised per mail; the rest of the calendar
@@ -83,7 +82,7 @@ _END = b"END:VEVENT\r\n"
 
 
 @lru_cache(maxsize=64)
-def _shared(conference: Conference, method: str) -> tuple[bytes, bytes]:
+def _shared(conference: Conference, method: str, description: str) -> tuple[bytes, bytes]:
     """What every invite of a conference and method shares: before and after the
     recipient's properties, split inside the VEVENT."""
     cal = Calendar()
@@ -97,6 +96,7 @@ def _shared(conference: Conference, method: str) -> tuple[bytes, bytes]:
     _timing(event, conference)
     event.add("summary", conference.title)
     event.add("location", conference.venue.location)
+    event.add("description", description)
     event.add("organizer", _organizer(conference))
     event.add("status", "CONFIRMED" if method == "REQUEST" else "CANCELLED")
     event.add("transp", "OPAQUE")

@@ -14,8 +14,10 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from email.charset import BASE64, Charset
 from email.header import Header
 from email.utils import quote
+from functools import lru_cache
 
 CRLF = b"\r\n"
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
@@ -38,6 +40,11 @@ def base64_lines(data: bytes) -> bytes:
     return _crlf(base64.encodebytes(data))
 
 
+_B64 = Charset("utf-8")
+_B64.header_encoding = BASE64  # cheaper to size than the "shortest" choice, read everywhere
+
+
+@lru_cache(maxsize=256)
 def header_text(name: str, value: str) -> str:
     """An unstructured header value (Subject): RFC 2047 words where it is not plain ASCII.
 
@@ -61,7 +68,7 @@ def mailbox(name: str, address: str, *, utf8: bool = False) -> str:
     if (name.isascii() or utf8) and "=?" not in name:
         shown = f'"{quote(name)}"' if _SPECIALS.search(name) else name
     else:
-        shown = Header(name, "utf-8").encode(linesep="\r\n")
+        shown = Header(name, _B64).encode(linesep="\r\n")
     return f"{shown} <{address}>"
 
 

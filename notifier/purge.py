@@ -147,12 +147,20 @@ def people_of(notice: Notice) -> list[Person]:
 def scrub(value: str, people: Iterable[Person] = ()) -> str:
     """`value` with the people's names and addresses and anything shaped like an address cut
     out (an SMTP reply often quotes the recipient: "550 5.1.1 <mette@aarhus.dk>: unknown")."""
-    for person in people:
-        local = person.email.rpartition("@")[0]
-        for known in (person.email, person.name, local if len(local) >= 3 else ""):
-            if known and known not in (ANON_NAME, ANON_EMAIL):
-                value = re.sub(re.escape(known), ANON_TEXT, value, flags=re.IGNORECASE)
-    return _ADDRESS.sub(ANON_TEXT, value)
+    people = [p for p in people if p.email != ANON_EMAIL]
+    # Known addresses first (exactly, so a field path keeps its head), then anything shaped
+    # like an address, then names and mailbox names.
+    value = _replace(value, (p.email for p in people))
+    value = _ADDRESS.sub(ANON_TEXT, value)
+    value = _replace(value, (p.name for p in people if p.name != ANON_NAME))
+    return _replace(value, (p.email.rpartition("@")[0] for p in people))
+
+
+def _replace(value: str, needles: Iterable[str]) -> str:
+    for needle in needles:
+        if len(needle) >= 3:  # "Ib" or "jo" would cut into ordinary words
+            value = re.sub(re.escape(needle), ANON_TEXT, value, flags=re.IGNORECASE)
+    return value
 
 
 def payload_conference(payload: Any) -> str | None:
