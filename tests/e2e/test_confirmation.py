@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from icalendar import Calendar
 
+from notifier.cli import main
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack
 from tests.events import created
@@ -86,3 +90,19 @@ def test_invalid_event_is_kept_as_dead_letter(stack: Callable[..., Stack]) -> No
     # and the worker keeps working
     s.publish(created("evt-e2e-4", "REG-1004"))
     s.sink.wait_for(1)
+
+
+def test_notifier_publish_reaches_the_relay_once(
+    stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    s = stack()
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps(created("evt-cli-1", "REG-2001")) + "\n", encoding="utf-8")
+    env = {k: v for k, v in s.env.items() if k.startswith("NOTIFIER_")}
+    for _ in range(2):  # published twice: still one mail
+        result = CliRunner().invoke(main, ["publish", str(source)], env=env)
+        assert result.exit_code == 0, result.output
+    s.sink.wait_for(1)
+    s.wait_drained()
+    [received] = s.sink.received
+    assert _parse(received.data)["Subject"] == SUBJECT
