@@ -22,11 +22,10 @@ from notifier.gate import Gate
 from notifier.logs import scrub
 from notifier.notice import Kind, Notice
 from notifier.outbox import Claim, Outbox
-from notifier.plan import current_invite
+from notifier.plan import Seat, current_invite
 from notifier.recipients import mask
 from notifier.render import Renderer
 from notifier.retry import backoff
-from notifier.roster import Roster
 from notifier.settings import Settings
 from notifier.smtp import Outcome, Sender, Sent
 
@@ -39,7 +38,6 @@ class Delivery:
         settings: Settings,
         *,
         outbox: Outbox,
-        roster: Roster,
         gate: Gate,
         conferences: Conferences,
         renderer: Renderer,
@@ -48,7 +46,6 @@ class Delivery:
     ) -> None:
         self.settings = settings
         self.outbox = outbox
-        self.roster = roster
         self.gate = gate
         self.conferences = conferences
         self.renderer = renderer
@@ -64,7 +61,7 @@ class Delivery:
         if claim is None:
             return
         try:
-            notice = self._resolve(claim.notice)
+            notice = self._resolve(claim)
             if notice is None:
                 self._finish(claim, "skipped", "seat no longer held by this attendee")
                 return
@@ -89,11 +86,12 @@ class Delivery:
     def _compose(self, notice: Notice, now: datetime) -> Composed:
         return compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
 
-    def _resolve(self, notice: Notice) -> Notice | None:
+    def _resolve(self, claim: Claim) -> Notice | None:
         """Reminders go to whoever holds the seat at send time, with that person's invite."""
+        notice = claim.notice
         if notice.kind is not Kind.REMINDER:
             return notice
-        seat = self.roster.seat(notice.conference, notice.registration_id)
+        seat = Seat.from_json(claim.seat) if claim.seat else None
         if seat is None or seat.status != "active":
             return None
         conf = self.conferences.get(notice.conference)

@@ -7,12 +7,15 @@ The JSON Schema in schema/events.schema.json is generated from these models
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Container
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -22,7 +25,7 @@ from pydantic import (
 
 from notifier.conference import SLUG_PATTERN
 from notifier.errors import InvalidEvent
-from notifier.recipients import Address, PersonName
+from notifier.recipients import Address, PersonName, check_name
 
 MAX_EVENT_BYTES = 16_384
 
@@ -31,8 +34,23 @@ RegistrationId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$"
 BatchId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Organisation = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(check_name),  # no control or line-break characters, like a name
 ]
+_DATE_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would also take Unix seconds (1707901331, 1707901331.5 or "1707901331").
+    if not isinstance(value, str) or not _DATE_TIME_TEXT.match(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with offset, e.g. 2024-02-14T10:02:11+01:00"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_text)]
 
 
 class _Model(BaseModel):
@@ -49,7 +67,7 @@ class Attendee(_Model):
 
 class _Envelope(_Model):
     id: EventId = Field(description="Unique per event; the idempotency key.")
-    occurred_at: AwareDatetime = Field(
+    occurred_at: Timestamp = Field(
         description="RFC 3339 timestamp with offset, when it happened in the source system."
     )
     conference: Slug = Field(description="Slug of a conference config file.")

@@ -68,7 +68,12 @@ if st ~= 'sending' then move(KEYS[1], st, 'sending') end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
-return {n, redis.call('HGET', KEYS[1], 'notice')}
+local notice = redis.call('HGET', KEYS[1], 'notice')
+if redis.call('HGET', KEYS[1], 'kind') ~= 'reminder' then return {n, notice} end
+-- A reminder goes to whoever holds the seat now: hand the seat over in the same trip.
+local d = cjson.decode(notice)
+local seat = redis.call('GET', ARGV[1] .. ':seat:' .. d.conference .. ':' .. d.registration_id)
+return {n, notice, seat or ''}
 """
 )
 
@@ -114,6 +119,7 @@ class Claim:
     key: str
     token: int
     notice: Notice
+    seat: str | None = None  # for a reminder: the seat's JSON as it is now
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +175,8 @@ class Outbox:
         token = int(reply[0])
         if token <= 0:
             return None
-        return Claim(key, token, Notice.from_json(text(reply[1])))
+        seat = text(reply[2]) if len(reply) > 2 and reply[2] else None
+        return Claim(key, token, Notice.from_json(text(reply[1])), seat)
 
     def finish(self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0) -> bool:
         """Record the outcome of a claimed send; False if the claim was lost meanwhile."""

@@ -72,7 +72,6 @@ class Service:
         self.delivery = Delivery(
             settings,
             outbox=self.outbox,
-            roster=self.roster,
             gate=Gate(client, settings.rate_limit),
             conferences=self.conferences,
             renderer=self.renderer,
