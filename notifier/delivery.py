@@ -21,7 +21,7 @@ from notifier.errors import (
 from notifier.gate import Gate
 from notifier.logs import scrub
 from notifier.notice import Kind, Notice
-from notifier.outbox import Claim, Outbox
+from notifier.outbox import AsyncOutbox, Claim
 from notifier.plan import Seat, current_invite
 from notifier.recipients import mask
 from notifier.render import Renderer
@@ -37,7 +37,7 @@ class Delivery:
         self,
         settings: Settings,
         *,
-        outbox: Outbox,
+        outbox: AsyncOutbox,
         gate: Gate,
         conferences: Conferences,
         renderer: Renderer,
@@ -57,27 +57,28 @@ class Delivery:
         if not await self._admitted(key):
             return
         now = self.clock()
-        claim = self.outbox.claim(key, now.timestamp())
+        claim = await self.outbox.claim(key, now.timestamp())
         if claim is None:
             return
         try:
             notice = self._resolve(claim)
             if notice is None:
-                self._finish(claim, "skipped", "seat no longer held by this attendee")
+                await self._finish(claim, "skipped", "seat no longer held by this attendee")
                 return
             msg = self._compose(notice, now)
         except (jinja2.TemplateError, ConfigError) as exc:
             # A bug or a broken config, not a delivery failure: retrying would not help.
             log.error("cannot compose %s: %s", key, exc, extra={"key": key, "state": "failed"})
-            self._finish(claim, "failed", f"cannot compose: {exc}")
+            await self._finish(claim, "failed", f"cannot compose: {exc}")
             return
-        self._record(claim, msg, await sender.send(msg))
+        await self._record(claim, msg, await sender.send(msg))
 
     async def _admitted(self, key: str) -> bool:
         """Wait for this send's slot; False (message put back) while senders are paused."""
-        admission = self.gate.admit()
+        admission = await self.gate.admit()
         if admission.paused_until:
-            self.outbox.defer(key, self.clock().timestamp(), admission.paused_until + self.rand())
+            due = admission.paused_until + self.rand()
+            await self.outbox.defer(key, self.clock().timestamp(), due)
             return False
         if admission.wait > 0:
             await asyncio.sleep(admission.wait)
@@ -105,7 +106,7 @@ class Delivery:
             batch=notice.batch,
         )
 
-    def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
+    async def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
         fields = {
             "key": claim.key,
             "registration": claim.notice.registration_id,
@@ -115,7 +116,7 @@ class Delivery:
             "batch": claim.notice.batch,
         }
         if isinstance(outcome, Sent):
-            self._finish(claim, "sent", outcome.reply)
+            await self._finish(claim, "sent", outcome.reply)
             log.info(
                 "sent %s",
                 claim.key,
@@ -125,7 +126,7 @@ class Delivery:
         assert isinstance(outcome, DeliveryError)
         reply = scrub(outcome.reply)
         if isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts:
-            self._finish(claim, "failed", outcome.reply)
+            await self._finish(claim, "failed", outcome.reply)
             log.warning(
                 "failed %s after %d attempt(s): %s",
                 claim.key,
@@ -135,7 +136,7 @@ class Delivery:
             )
             return
         if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
-            until = self.gate.pause(self.settings.retry_base_seconds)
+            until = await self.gate.pause(self.settings.retry_base_seconds)
             log.warning(
                 "relay asks to slow down: all senders pause until %.0f",
                 until,
@@ -147,7 +148,7 @@ class Delivery:
             cap=self.settings.retry_max_seconds,
             rand=self.rand,
         )
-        self._finish(claim, "retrying", outcome.reply, due=self.clock().timestamp() + delay)
+        await self._finish(claim, "retrying", outcome.reply, due=self.clock().timestamp() + delay)
         log.info(
             "retrying %s in %.0f s: %s",
             claim.key,
@@ -156,8 +157,8 @@ class Delivery:
             extra={**fields, "state": "retrying", "reply": reply},
         )
 
-    def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
-        if not self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
+    async def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
+        if not await self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
             log.warning(
                 "claim on %s was lost before it finished as %s",
                 claim.key,

@@ -89,8 +89,12 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        proc.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def load_events() -> list[dict[str, object]]:

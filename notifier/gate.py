@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
+import redis.asyncio
 
 from notifier import keys
 
@@ -50,7 +50,7 @@ class Admission:
 
 class Gate:
     def __init__(
-        self, client: redis.Redis, rate_per_second: float, *, recheck: float = 0.25
+        self, client: redis.asyncio.Redis, rate_per_second: float, *, recheck: float = 0.25
     ) -> None:
         self.interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
         self.recheck = recheck
@@ -58,18 +58,18 @@ class Gate:
         self._pause = client.register_script(_PAUSE)
         self._open_until = 0.0
 
-    def admit(self) -> Admission:
+    async def admit(self) -> Admission:
         # Without a rate limit only the pause matters; a pause noticed up to `recheck`
         # seconds late costs a few extra sends, asking Redis before every send costs a
         # round trip each.
         if not self.interval and time.monotonic() < self._open_until:
             return Admission(0.0, 0.0)
-        paused, wait = self._gate(keys=[keys.PAUSE, keys.RATE], args=[self.interval])
+        paused, wait = await self._gate(keys=[keys.PAUSE, keys.RATE], args=[self.interval])
         if not float(paused):
             self._open_until = time.monotonic() + self.recheck
         return Admission(float(paused), float(wait))
 
-    def pause(self, seconds: float) -> float:
+    async def pause(self, seconds: float) -> float:
         """Hold every sender for `seconds` (a relay asked us to slow down)."""
         self._open_until = 0.0
-        return float(self._pause(keys=[keys.PAUSE], args=[seconds]))
+        return float(await self._pause(keys=[keys.PAUSE], args=[seconds]))

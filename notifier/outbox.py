@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from notifier import keys
 from notifier.notice import Notice
@@ -134,6 +135,67 @@ class Record:
     notice: Notice
 
 
+Call = tuple[list[str], list[Any]]
+
+
+def _claim_call(key: str, now: float, lease: float) -> Call:
+    return (
+        [keys.message(key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.QUEUED],
+        [keys.PREFIX, key, now, now + lease],
+    )
+
+
+def _claimed(key: str, reply: Any) -> Claim | None:
+    # One round trip: the script returns the attempt number, the stored notice and, for a
+    # reminder, the seat.
+    token = int(reply[0])
+    if token <= 0:
+        return None
+    seat = text(reply[2]) if len(reply) > 2 and reply[2] else None
+    return Claim(key, token, Notice.from_json(text(reply[1])), seat)
+
+
+def _finish_call(claim: Claim, state: str, reply: str, now: float, due: float) -> Call:
+    if state not in ("sent", "failed", "retrying", "skipped"):
+        raise ValueError(f"not a state to finish in: {state}")
+    return (
+        [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY],
+        [keys.PREFIX, claim.key, now, claim.token, state, reply, due],
+    )
+
+
+def _defer_call(key: str, now: float, due: float) -> Call:
+    return (
+        [keys.message(key), keys.COUNTS, keys.RETRY, keys.QUEUED],
+        [keys.PREFIX, key, now, due],
+    )
+
+
+class AsyncOutbox:
+    """The transitions delivery needs, on an asyncio Redis client: while one session waits
+    for Redis, the others' SMTP traffic goes on (a blocking client would stall them all)."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, lease_seconds: float) -> None:
+        self.lease = lease_seconds
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._defer = client.register_script(_DEFER)
+
+    async def claim(self, key: str, now: float) -> Claim | None:
+        k, a = _claim_call(key, now, self.lease)
+        return _claimed(key, await self._claim(keys=k, args=a))
+
+    async def finish(
+        self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0
+    ) -> bool:
+        k, a = _finish_call(claim, state, reply, now, due)
+        return bool(await self._finish(keys=k, args=a))
+
+    async def defer(self, key: str, now: float, due: float) -> bool:
+        k, a = _defer_call(key, now, due)
+        return bool(await self._defer(keys=k, args=a))
+
+
 class Outbox:
     """Message states in Redis. All methods take `now` (epoch seconds) from the caller."""
 
@@ -167,36 +229,18 @@ class Outbox:
 
     def claim(self, key: str, now: float) -> Claim | None:
         """Take a message for sending, or None if it is sent, failed or held by a live claim."""
-        # One round trip: the script returns the attempt number and the stored notice.
-        reply = self._claim(
-            keys=[keys.message(key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.QUEUED],
-            args=[keys.PREFIX, key, now, now + self.lease],
-        )
-        token = int(reply[0])
-        if token <= 0:
-            return None
-        seat = text(reply[2]) if len(reply) > 2 and reply[2] else None
-        return Claim(key, token, Notice.from_json(text(reply[1])), seat)
+        k, a = _claim_call(key, now, self.lease)
+        return _claimed(key, self._claim(keys=k, args=a))
 
     def finish(self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0) -> bool:
         """Record the outcome of a claimed send; False if the claim was lost meanwhile."""
-        if state not in ("sent", "failed", "retrying", "skipped"):
-            raise ValueError(f"not a state to finish in: {state}")
-        return bool(
-            self._finish(
-                keys=[keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY],
-                args=[keys.PREFIX, claim.key, now, claim.token, state, reply, due],
-            )
-        )
+        k, a = _finish_call(claim, state, reply, now, due)
+        return bool(self._finish(keys=k, args=a))
 
     def defer(self, key: str, now: float, due: float) -> bool:
         """Put an unclaimed message back until `due` without counting an attempt."""
-        return bool(
-            self._defer(
-                keys=[keys.message(key), keys.COUNTS, keys.RETRY, keys.QUEUED],
-                args=[keys.PREFIX, key, now, due],
-            )
-        )
+        k, a = _defer_call(key, now, due)
+        return bool(self._defer(keys=k, args=a))
 
     def get(self, key: str) -> Record | None:
         data = self.r.hgetall(keys.message(key))

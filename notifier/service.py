@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from notifier import keys
 from notifier.batches import Batches
@@ -30,7 +31,7 @@ from notifier.events import (
     parse_event,
 )
 from notifier.gate import Gate
-from notifier.outbox import Outbox
+from notifier.outbox import AsyncOutbox, Outbox
 from notifier.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
 from notifier.render import renderer
 from notifier.roster import Roster
@@ -69,17 +70,10 @@ class Service:
         self.roster = Roster(client, self.outbox)
         self.dead = DeadLetters(client)
         self.batches = Batches(client, self.outbox, self.roster)
-        self.delivery = Delivery(
-            settings,
-            outbox=self.outbox,
-            gate=Gate(client, settings.rate_limit),
-            conferences=self.conferences,
-            renderer=self.renderer,
-            clock=clock,
-            rand=rand,
-        )
         self._mailer_factory = mailer or (lambda: Mailer(settings))
         self._mailer: Mailer | None = None
+        self._delivery: Delivery | None = None
+        self._aclient: redis.asyncio.Redis | None = None
 
     @property
     def mailer(self) -> Mailer:
@@ -87,10 +81,32 @@ class Service:
             self._mailer = self._mailer_factory()
         return self._mailer
 
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery pipeline, bound to the mailer's event loop (made with it)."""
+        if self._delivery is None:
+            # Must name the same database as self.r (settings.redis_url): the delivery path
+            # talks to Redis asynchronously so that SMTP sessions never wait on it.
+            self._aclient = redis.asyncio.Redis.from_url(self.settings.redis_url)
+            self._delivery = Delivery(
+                self.settings,
+                outbox=AsyncOutbox(self._aclient, lease_seconds=self.outbox.lease),
+                gate=Gate(self._aclient, self.settings.rate_limit),
+                conferences=self.conferences,
+                renderer=self.renderer,
+                clock=self.clock,
+                rand=self.rand,
+            )
+        return self._delivery
+
     def close(self) -> None:
         if self._mailer is not None:
+            if self._aclient is not None:
+                self._mailer.loop.run_until_complete(self._aclient.aclose())
             self._mailer.close()
-            self._mailer = None
+        self._mailer = None
+        self._delivery = None
+        self._aclient = None
 
     # -- ingest -------------------------------------------------------------------------
 
@@ -178,7 +194,8 @@ class Service:
     def deliver(self, message_keys: Sequence[str]) -> None:
         """Send each message that can be claimed, over the process's kept SMTP sessions."""
         if message_keys:
-            self.mailer.run(list(message_keys), self.delivery.one)
+            mailer = self.mailer
+            mailer.run(list(message_keys), self.delivery.one)
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""

@@ -81,9 +81,10 @@ class Worker:
             self.proc = None
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown: SIGTERM to the main process only, which lets running tasks end."""
         if self.proc is None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
