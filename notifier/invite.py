@@ -7,10 +7,20 @@ or a renewed invite to the entry they already have instead of adding a second on
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
-from icalendar import Calendar, Event, Timezone, vCalAddress, vText
+from icalendar import (
+    Calendar,
+    Event,
+    Parameters,
+    Timezone,
+    vCalAddress,
+    vDDDTypes,
+    vInt,
+    vText,
+)
+from icalendar.parser import Contentline
 
 from notifier.conference import Conference
 from notifier.notice import InviteSpec, Person
@@ -65,19 +75,19 @@ def build_invite(
     `now` becomes DTSTAMP; nothing here reads the clock.
     """
     head, tail = _shared(conference, spec.method, description)
-    event = Event()
-    event.add("uid", spec.uid)
-    event.add("sequence", spec.sequence)
-    event.add("dtstamp", now)
-    event.add("attendee", _attendee(attendee))
-    lines = bytes(event.to_ical())
-    # Only the recipient's properties are serialised per mail; the rest of the calendar
-    # (and the VTIMEZONE, which costs milliseconds) is the same for every mail of a
-    # conference and is serialised once.
-    return head + lines[len(_BEGIN) : -len(_END)] + tail
+    # Only the recipient's four properties are serialised per mail (icalendar's content
+    # lines: escaping, parameter quoting, folding); the rest of the calendar, and the
+    # VTIMEZONE, which costs milliseconds, is the same for every mail of a conference.
+    att = _attendee(attendee)
+    lines = [
+        Contentline.from_parts("UID", Parameters(), vText(spec.uid)),
+        Contentline.from_parts("SEQUENCE", Parameters(), vInt(spec.sequence)),
+        Contentline.from_parts("DTSTAMP", Parameters(), vDDDTypes(now.astimezone(UTC))),
+        Contentline.from_parts("ATTENDEE", att.params, att),
+    ]
+    return head + b"".join(line.to_ical() + b"\r\n" for line in lines) + tail  # folded
 
 
-_BEGIN = b"BEGIN:VEVENT\r\n"
 _END = b"END:VEVENT\r\n"
 
 

@@ -94,6 +94,7 @@ class Renderer:
             auto_reload=False,
         )
         self.env.filters["capitalise"] = danish.capitalise
+        self._invite_texts: dict[Facts, str] = {}
 
     def render(self, kind: str, context: Mapping[str, Any]) -> Rendered:
         """Render one kind of mail.
@@ -107,8 +108,15 @@ class Renderer:
             subject=" ".join(subject.split()),
             text=tidy(self.env.get_template(f"{kind}/body.txt").render(context)),
             html=self.env.get_template(f"{kind}/body.html").render(context),
-            invite_text=tidy(self.env.get_template("_invite.txt").render(context)).strip(),
+            invite_text=self.invite_text(context["c"]),
         )
+
+    def invite_text(self, facts: Facts) -> str:
+        """The invite's DESCRIPTION: the same for every attendee, so rendered once."""
+        if facts not in self._invite_texts:
+            text = self.env.get_template("_invite.txt").render({"c": facts})
+            self._invite_texts[facts] = tidy(text).strip()
+        return self._invite_texts[facts]
 
 
 def tidy(text: str) -> str:
