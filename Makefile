@@ -40,5 +40,17 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m bench --quick
 
+# Postfix's smtp-sink, the sink `make bench` prefers (only the binary is used; Postfix itself
+# is neither configured nor started). Needs root and Debian's package archive.
+.PHONY: bench-sink bench-check
+bench-sink:
+	echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix
+
+bench-check: install
+	$(BIN)/ruff check bench
+	$(BIN)/ruff format --check bench
+	$(BIN)/mypy bench
+
 clean:
 	rm -rf $(VENV) demo-out preview-out .pytest_cache .mypy_cache .ruff_cache

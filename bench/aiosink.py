@@ -47,7 +47,8 @@ class StampingSink(Sink):
 
 
 def main(argv: list[str]) -> None:
-    sink = StampingSink(int(argv[0])).start()
+    sink = StampingSink(int(argv[0]))
+    sink.start()
     try:
         print("ready", flush=True)
         for line in sys.stdin:

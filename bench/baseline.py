@@ -9,6 +9,7 @@ Jinja2 application caches them, and the EHLO name is looked up once, as Django d
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import time
 import uuid
@@ -92,7 +93,7 @@ class NaiveComposer:
         notice = replace(self.notice, recipient=person)
         context = notice_context(notice, conference_facts(self.conf), self.conf.tz)
         ics = self._calendar(person.email, person.name, self._render("_invite.txt", context))
-        msg = EmailMessage()
+        msg = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends, as Django sends
         msg["From"] = f"{self.conf.organiser.name} <{self.conf.organiser.email}>"
         msg["To"] = f"{person.name} <{person.email}>"
         msg["Subject"] = " ".join(self._render("reminder/subject.txt", context).split())

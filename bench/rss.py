@@ -14,7 +14,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class RssPeak:
     process_mb: float  # the largest RSS any single process of the group reached
-    total_mb: float  # the largest sum over the group at one sampling instant
+    total_mb: float  # the largest sum of RSS over the group at one sampling instant
+    pss_mb: float  # the same for PSS, which counts pages shared after fork() only once
     processes: int  # distinct processes seen in the group
 
 
@@ -35,15 +36,23 @@ def group_members(pgid: int) -> list[int]:
     return pids
 
 
-def rss_kib(pid: int) -> int:
+def _field_kib(path: str, name: bytes) -> int:
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
+        with open(path, "rb") as f:
             for line in f:
-                if line.startswith(b"VmRSS:"):
+                if line.startswith(name):
                     return int(line.split()[1])
     except OSError:
-        pass
+        pass  # the process exited meanwhile
     return 0
+
+
+def rss_kib(pid: int) -> int:
+    return _field_kib(f"/proc/{pid}/status", b"VmRSS:")
+
+
+def pss_kib(pid: int) -> int:
+    return _field_kib(f"/proc/{pid}/smaps_rollup", b"Pss:")
 
 
 class RssSampler(threading.Thread):
@@ -56,6 +65,7 @@ class RssSampler(threading.Thread):
         self._done = threading.Event()  # not `_stop`: Thread has a method of that name
         self._process_kib = 0
         self._total_kib = 0
+        self._pss_kib = 0
         self._seen: set[int] = set()
 
     def run(self) -> None:
@@ -69,6 +79,7 @@ class RssSampler(threading.Thread):
         if sizes:
             self._process_kib = max(self._process_kib, *sizes)
             self._total_kib = max(self._total_kib, sum(sizes))
+            self._pss_kib = max(self._pss_kib, sum(pss_kib(pid) for pid in members))
 
     def stop(self) -> RssPeak:
         self._done.set()
@@ -77,4 +88,9 @@ class RssSampler(threading.Thread):
         return self.peak()
 
     def peak(self) -> RssPeak:
-        return RssPeak(self._process_kib / 1024, self._total_kib / 1024, len(self._seen))
+        return RssPeak(
+            process_mb=self._process_kib / 1024,
+            total_mb=self._total_kib / 1024,
+            pss_mb=self._pss_kib / 1024,
+            processes=len(self._seen),
+        )

@@ -8,6 +8,7 @@ and no accept times, so confirmation latency is then taken from the outbox (see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -146,10 +147,8 @@ class AioSink:
 
     def stop(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()  # EOF: the sink stops its server and exits
-            except BrokenPipeError:
-                pass
         stop_group(self.proc, timeout=5)
 
 
