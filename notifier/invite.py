@@ -34,15 +34,22 @@ def vtimezone(tzid: str, year: int) -> Timezone:
     return Timezone.from_tzid(tzid, first_date=date(year - 1, 1, 1), last_date=date(year + 1, 1, 1))
 
 
+def _named(address: str, name: str) -> vCalAddress:
+    cal_address = vCalAddress(f"mailto:{address}")
+    cal_address.params["CN"] = vText(name)
+    # A name ending in a backslash would otherwise be written bare, and readers take "\;"
+    # as an escape: the CN would swallow the next parameter. Quoted, it cannot.
+    quote_also = cal_address.params.quote_also
+    cal_address.params.quote_also = {**quote_also, "CN": quote_also.get("CN", "") + "\\"}
+    return cal_address
+
+
 def _organizer(conference: Conference) -> vCalAddress:
-    org = vCalAddress(f"mailto:{conference.organiser.email}")
-    org.params["CN"] = vText(conference.organiser.name)
-    return org
+    return _named(str(conference.organiser.email), conference.organiser.name)
 
 
 def _attendee(person: Person) -> vCalAddress:
-    att = vCalAddress(f"mailto:{person.email}")
-    att.params["CN"] = vText(person.name)
+    att = _named(person.email, person.name)
     att.params["CUTYPE"] = "INDIVIDUAL"
     att.params["ROLE"] = "REQ-PARTICIPANT"
     att.params["PARTSTAT"] = "NEEDS-ACTION"

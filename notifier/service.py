@@ -31,6 +31,7 @@ from notifier.events import (
     parse_event,
 )
 from notifier.gate import Gate
+from notifier.logs import scrub
 from notifier.outbox import AsyncOutbox, Outbox
 from notifier.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
 from notifier.render import renderer
@@ -136,7 +137,8 @@ class Service:
 
     def _dead(self, payload: Any, errors: list[tuple[str, str]], now: float) -> list[str]:
         dl_id = self.dead.put(payload, errors, now=now)
-        fields = ",".join(f for f, _ in errors)
+        # A field path can hold whatever key a sender used, even an address: mask it.
+        fields = ",".join(scrub(f) for f, _ in errors)
         event_id = _event_id(payload)
         log.warning(
             "event rejected: dead letter %s event=%s fields=%s",

@@ -21,8 +21,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
 
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    redis_url: str = ""
+    # Kept out of repr: a URL may carry the Redis password (redis://:password@host).
+    broker_url: str = Field("redis://127.0.0.1:6379/0", repr=False)
+    redis_url: str = Field("", repr=False)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_username: str | None = None
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{env_name(url_field)} must be a redis://, rediss:// or unix:// URL"
                 )
+            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+                # redis-py verifies the server's certificate by default, but Celery's broker
+                # transport (kombu) does not unless the URL says so.
+                verified = url + ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
+                object.__setattr__(self, url_field, verified)
         return self
 
     def smtp_secret(self) -> str | None:

@@ -193,10 +193,24 @@ class Mailer:
         if self.loop.is_closed():
             return
         self.loop.run_until_complete(self._quit_all())
+        self.loop.run_until_complete(_sockets_closed(self.loop, timeout=2.0))
         self.loop.close()
 
     async def _quit_all(self) -> None:
         await asyncio.gather(*(s.quit() for s in self.sessions))
+
+
+async def _sockets_closed(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    """Let TLS transports finish closing before the loop goes: a TLS close takes a few more
+    loop turns, and a loop closed earlier leaves the socket open until garbage collection.
+    Selector loops keep their transports in `_transports` (fd -> transport); other loops
+    are not waited for."""
+    transports = getattr(loop, "_transports", {})
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if all(getattr(t, "_sock", None) is None for t in list(transports.values())):
+            return
+        await asyncio.sleep(0.01)
 
 
 class Sender:

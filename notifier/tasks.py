@@ -12,8 +12,10 @@ from typing import Any, ClassVar
 
 import redis
 from celery import Celery, bootsteps, signals
+from celery.schedules import crontab
 
 from notifier import logs
+from notifier.purge import purge_expired
 from notifier.service import Service
 from notifier.settings import Settings
 
@@ -23,6 +25,7 @@ QUEUE = "notifier"
 INGEST = "notifier.ingest"
 DELIVER = "notifier.deliver"
 SCHEDULE = "notifier.schedule"
+PURGE = "notifier.purge"
 INLINE_MAX = 8
 
 
@@ -50,6 +53,16 @@ class _Runtime:
 def create_app(settings: Settings) -> Celery:
     """The Celery app for these settings, with tasks `notifier.ingest` and `notifier.deliver`."""
     app = Celery("notifier", broker=settings.broker_url, set_as_current=False)
+    _configure(app, settings)
+    runtime = _Runtime(settings)
+    app.notifier_runtime = runtime
+    _register_tasks(app, runtime, settings)
+    app.steps["consumer"].add(_sweeper_step(runtime, settings))
+    _connect_signals(runtime, settings)
+    return app
+
+
+def _configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -64,7 +77,11 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # Celery beat asks once a minute which scheduled reminders are due (notifier.schedule).
-        beat_schedule={"scheduled-reminders": {"task": SCHEDULE, "schedule": 60.0}},
+        beat_schedule={
+            "scheduled-reminders": {"task": SCHEDULE, "schedule": 60.0},
+            # Personal data of conferences past their retention period, once a day.
+            "purge-expired": {"task": PURGE, "schedule": crontab(hour=3, minute=17)},
+        },
         # Retries are scheduled in our own Redis index, never as Celery countdowns, so a short
         # visibility timeout is safe and a crashed worker's tasks come back quickly.
         broker_transport_options={
@@ -74,9 +91,9 @@ def create_app(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
     )
-    runtime = _Runtime(settings)
-    app.notifier_runtime = runtime
 
+
+def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     @app.task(  # type: ignore[untyped-decorator]
         name=INGEST,
         autoretry_for=(redis.ConnectionError, redis.TimeoutError),
@@ -110,8 +127,13 @@ def create_app(settings: Settings) -> Celery:
         for event in svc.due_reminder_events():
             enqueue_deliveries(app, svc.ingest(event), settings.chunk_size)
 
-    app.steps["consumer"].add(_sweeper_step(runtime, settings))
+    @app.task(name=PURGE)  # type: ignore[untyped-decorator]
+    def purge() -> None:
+        svc = runtime.service()
+        purge_expired(svc.r, svc.conferences, svc.clock())
 
+
+def _connect_signals(runtime: _Runtime, settings: Settings) -> None:
     @signals.after_setup_logger.connect(weak=False)  # type: ignore[untyped-decorator]
     def _logs(logger: logging.Logger, **_: Any) -> None:
         logs.install(logger, settings.log_format)
@@ -127,8 +149,6 @@ def create_app(settings: Settings) -> Celery:
     @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
     def _close_main(**_: Any) -> None:
         runtime.close()
-
-    return app
 
 
 def enqueue_deliveries(app: Celery, message_keys: list[str], chunk: int) -> None:

@@ -52,7 +52,8 @@ def test_explicit_values_are_used() -> None:
         }
     )
     assert s.broker_url == "redis://127.0.0.1:6379/0"
-    assert s.redis_url == "rediss://store.kl.local:6379/1"
+    # A rediss:// URL gets certificate verification unless it says otherwise.
+    assert s.redis_url == "rediss://store.kl.local:6379/1?ssl_cert_reqs=required"
     assert (s.smtp_host, s.smtp_port, s.smtp_tls) == ("smtp.kl.dk", 587, "tls")
     assert s.max_attempts == 3
     assert s.smtp_secret() == SECRET
