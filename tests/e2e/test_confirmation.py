@@ -106,3 +106,16 @@ def test_notifier_publish_reaches_the_relay_once(
     s.wait_drained()
     [received] = s.sink.received
     assert _parse(received.data)["Subject"] == SUBJECT
+
+
+def test_pickled_task_is_refused(stack: Callable[..., Stack]) -> None:
+    # Given a producer that would send pickle (code execution on load if accepted)
+    s = stack()
+    s.app.conf.task_serializer = "pickle"
+    s.app.conf.accept_content = ["json", "pickle"]
+    s.publish(created("evt-pickle", "REG-3001"))
+    s.wait_drained()
+    # Then the worker refuses the content and nothing is processed or sent
+    wait_for(lambda: "disallowed" in s.worker.text().lower(), 10, "the refusal in the log")
+    assert s.sink.received == []
+    assert not s.client.exists("notifier:event:evt-pickle")
