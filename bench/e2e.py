@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -26,11 +25,11 @@ import redis
 from celery import Celery
 
 from bench.messages import CONFERENCE, attendee
-from bench.procs import ROOT, BenchError, stop_group, wait_until
+from bench.procs import BenchError, stop_group, wait_until
 from bench.rss import RssPeak, RssSampler
 from bench.sinks import SinkServer
 from bench.stats import Throughput, percentile
-from notifier import keys
+from notifier import keys, localworker
 from notifier.batches import batch_key
 from notifier.localredis import PrivateRedis
 from notifier.settings import load_settings
@@ -85,19 +84,7 @@ def worker_env(redis_url: str, smtp_port: int) -> dict[str, str]:
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`celery -A worker worker -Q notifier -c 2` as in production, logging INFO to a file."""
-    args = [
-        *(sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", QUEUE, "-c", "2"),
-        *("--without-gossip", "--without-mingle", "-l", "INFO", f"--logfile={log}"),
-        *("-n", f"bench{os.getpid()}@%h"),
-    ]
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    return localworker.start_worker(env, log, name=f"bench{os.getpid()}")
 
 
 def registrations(n: int, tag: str, at: str) -> list[dict[str, Any]]:

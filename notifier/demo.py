@@ -23,6 +23,7 @@ from rich.console import Console
 
 from notifier import keys
 from notifier.localredis import PrivateRedis, answers, server_binary
+from notifier.localworker import start_worker
 from notifier.outbox import text
 from notifier.settings import load_settings
 from notifier.sink import Sink
@@ -61,30 +62,7 @@ def redis_url() -> Iterator[str]:
 @contextmanager
 def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     log = OUT / "worker.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "-Q",
-            QUEUE,
-            "-c",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-            f"--logfile={log}",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_worker(env, log, name=f"demo{os.getpid()}")
     console.print(f"Worker: started (pid {proc.pid}), log in {log.relative_to(ROOT)}")
     try:
         yield proc

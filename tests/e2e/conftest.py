@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import redis
 from celery import Celery
 
 from notifier.localredis import PrivateRedis
+from notifier.localworker import start_worker
 from notifier.sink import Sink
 from notifier.tasks import INGEST, QUEUE, create_app
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
 
 
 class Worker:
@@ -31,31 +31,8 @@ class Worker:
 
     def start(self, timeout: float = 30.0) -> Worker:
         start_at = self.log.stat().st_size if self.log.exists() else 0
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-Q",
-                QUEUE,
-                "-c",
-                str(self.concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "INFO",
-                f"--logfile={self.log}",
-                "-n",
-                f"test{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
+        self.proc = start_worker(
+            self.env, self.log, name=f"test{os.getpid()}", concurrency=self.concurrency
         )
         wait_for(lambda: self._ready(start_at), timeout, "the worker to be ready")
         return self

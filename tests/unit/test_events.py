@@ -22,18 +22,8 @@ from notifier.events import (
     ReminderRequested,
     parse_event,
 )
+from tests.events import JENS, METTE
 from tests.unit.support import SLUG
-
-METTE = {
-    "name": "Mette Sørensen",
-    "email": "mette.sorensen@aarhus.dk",
-    "organisation": "Aarhus Kommune",
-}
-JENS = {
-    "name": "Jens Ødegaard",
-    "email": "jens.odegaard@aarhus.dk",
-    "organisation": "Aarhus Kommune",
-}
 
 # The examples of contract.md section 1 (the cancellation has no example there).
 CREATED: dict[str, Any] = {

@@ -30,20 +30,11 @@ from notifier.plan import (
     plan_created,
     plan_substituted,
 )
+from tests.events import JENS, METTE
 from tests.unit.support import SLUG
 
 T0 = datetime(2024, 2, 14, 10, 0, tzinfo=UTC)
 REG = "REG-1001"
-METTE = {
-    "name": "Mette Sørensen",
-    "email": "mette.sorensen@aarhus.dk",
-    "organisation": "Aarhus Kommune",
-}
-JENS = {
-    "name": "Jens Ødegaard",
-    "email": "jens.odegaard@aarhus.dk",
-    "organisation": "Aarhus Kommune",
-}
 ASTRID = {"name": "Astrid Kjærgård", "email": "astrid.kjaergaard@aarhus.dk"}
 
 Event = RegistrationCreated | RegistrationSubstituted | RegistrationCancelled
