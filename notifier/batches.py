@@ -86,7 +86,7 @@ class Batches:
 
     def plan(self, info: BatchInfo, conf: Conference, now: float) -> int:
         """Create the batch's messages (idempotent); returns the batch's size."""
-        for seats in self._pages(conf.slug):
+        for seats in self.pages(conf.slug):
             pipe = self.r.pipeline(transaction=False)
             for seat in seats:
                 if seat.status == "active" and (seat.registered_at or seat.as_of) <= info.cutoff:
@@ -107,7 +107,8 @@ class Batches:
             batch=info.key,
         )
 
-    def _pages(self, conference: str) -> Iterator[list[Seat]]:
+    def pages(self, conference: str) -> Iterator[list[Seat]]:
+        """The conference's seats, a page (one MGET) at a time."""
         page: list[str] = []
         for reg in self.roster.registrations(conference):
             page.append(reg)

@@ -62,7 +62,7 @@ def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> N
     client = _client(settings)
     outbox = Outbox(client)
     roster = Roster(client, outbox)
-    seats = [s for page in Batches(client, outbox, roster)._pages(conf.slug) for s in page]
+    seats = [s for page in Batches(client, outbox, roster).pages(conf.slug) for s in page]
     active = [s for s in seats if s.status == "active" and (s.registered_at or s.as_of) <= now]
     console.print(
         f"Dry run: {len(active)} current attendee(s) of {conf.title} would get a "
