@@ -32,7 +32,8 @@ from notifier.tasks import INGEST, QUEUE, create_app
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-out"
 EXAMPLES = ("registrations.jsonl", "substitution.jsonl", "cancellation.jsonl")
-SHARED_URL = "redis://127.0.0.1:6379/13"
+# The machine's Redis if one answers; overridable to try the fallback on a machine that has one.
+SHARED_URL = os.environ.get("NOTIFIER_DEMO_REDIS_URL", "redis://127.0.0.1:6379/13")
 console = Console()
 
 
@@ -40,7 +41,7 @@ console = Console()
 def redis_url() -> Iterator[str]:
     if answers(SHARED_URL):
         redis.Redis.from_url(SHARED_URL).flushdb()
-        console.print(f"Redis: using {SHARED_URL} (database 13, emptied for the demo)")
+        console.print(f"Redis: using {SHARED_URL} (its database emptied for the demo)")
         yield SHARED_URL
         return
     if server_binary() is None:
