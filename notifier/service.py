@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -154,13 +155,13 @@ class Service:
         planner: Callable[[Seat | None], Plan]
         if isinstance(event, RegistrationCreated):
             reg = event.registration.id
-            planner = lambda seat: plan_created(event, seat, conf)  # noqa: E731
+            planner = partial(plan_created, event, conf=conf)
         elif isinstance(event, RegistrationSubstituted):
             reg = event.registration.id
-            planner = lambda seat: plan_substituted(event, seat, conf)  # noqa: E731
+            planner = partial(plan_substituted, event, conf=conf)
         elif isinstance(event, RegistrationCancelled):
             reg = event.registration.id
-            planner = lambda seat: plan_cancelled(event, seat, conf)  # noqa: E731
+            planner = partial(plan_cancelled, event, conf=conf)
         else:
             return self._reminder_batch(event, now)
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
