@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_password_file: Path | None = None
+    smtp_ca_file: Path | None = None
     smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
     smtp_timeout_seconds: float = Field(30.0, gt=0)
     smtp_connections: int = Field(4, ge=1, le=64)

@@ -161,6 +161,9 @@ class Mailer:
     """A process's SMTP sender: its own event loop and a small pool of kept sessions."""
 
     def __init__(self, settings: Settings, tls_context: ssl.SSLContext | None = None) -> None:
+        if tls_context is None and settings.smtp_ca_file is not None:
+            # An internal relay's CA, trusted instead of the system's; still fully verified.
+            tls_context = ssl.create_default_context(cafile=str(settings.smtp_ca_file))
         self.loop = asyncio.new_event_loop()
         self.sessions = [_Session(settings, tls_context) for _ in range(settings.smtp_connections)]
 

@@ -117,29 +117,6 @@ class _LingeringController(Controller):
         return _Lingering(self.handler, **self.SMTP_kwargs)
 
 
-class ClosingMailer(Mailer):
-    """Mailer.close() as it should be: the loop runs until every transport has closed its
-    socket (a TLS transport needs the loop for that; see
-    test_closing_the_mailer_closes_its_tls_socket), so no socket is left for the garbage
-    collector to warn about in some later test."""
-
-    def close(self) -> None:
-        if not self.loop.is_closed():
-            self.loop.run_until_complete(self._quit_all())
-            self.loop.run_until_complete(_transports_closed(self.loop))
-        super().close()
-
-
-async def _transports_closed(loop: asyncio.AbstractEventLoop) -> None:
-    # The selector loop's transports (kept until collected), each with its socket until
-    # connection_lost has run.
-    transports = getattr(loop, "_transports", {})
-    for _ in range(200):
-        if all(getattr(t, "_sock", None) is None for t in list(transports.values())):
-            return
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -172,7 +149,7 @@ def send(
         svc = Service(
             settings,
             redis_client,
-            mailer=lambda: ClosingMailer(settings, tls_context=tls),
+            mailer=lambda: Mailer(settings, tls_context=tls),
             clock=lambda: datetime(2024, 2, 14, 9, 0, tzinfo=UTC),
             rand=lambda: 0.0,
         )
@@ -204,6 +181,17 @@ def test_starttls_delivers_when_the_ca_is_trusted(
     with Relay(cert, "starttls") as relay:
         record = send(relay, trusting)
     assert (record.state, record.last_reply) == ("sent", "250 2.0.0 Ok: queued")
+    assert relay.received == [Delivered((METTE["email"],), over_tls=True)]
+
+
+def test_the_ca_file_setting_is_trusted(
+    ca: trustme.CA, cert: trustme.LeafCert, send: Callable[..., Record], tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Relay(cert, "starttls") as relay:
+        record = send(relay, None, smtp_ca_file=str(ca_file))
+    assert record.state == "sent"
     assert relay.received == [Delivered((METTE["email"],), over_tls=True)]
 
 
@@ -296,7 +284,7 @@ def test_the_password_is_not_in_errors_or_settings(
             smtp_username=USER,
             smtp_password=PASSWORD + "x",
         )
-        mailer = ClosingMailer(settings, tls_context=trusting)
+        mailer = Mailer(settings, tls_context=trusting)
         try:
             conf = Conferences(settings.conferences_dir).get(CONFERENCE)
             notice = sample_notice(Kind.CONFIRMATION, conf)
