@@ -9,7 +9,7 @@ again at send time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,14 +84,26 @@ class Batches:
         found = [text(k) for k in self.r.smembers(keys.BATCHES)]
         return sorted(k for k in found if k == batch_id or k.partition(":")[2] == batch_id)
 
-    def plan(self, info: BatchInfo, conf: Conference, now: float) -> int:
-        """Create the batch's messages (idempotent); returns the batch's size."""
+    def plan(
+        self, info: BatchInfo, conf: Conference, now: float, on_page: Callable[[list[str]], None]
+    ) -> int:
+        """Create the batch's messages (idempotent); returns the batch's size.
+
+        Each page's message keys go to `on_page` as soon as they exist, so sending starts
+        while the rest of a large batch is still being planned.
+        """
         for seats in self.pages(conf.slug):
             pipe = self.r.pipeline(transaction=False)
-            for seat in seats:
-                if seat.status == "active" and (seat.registered_at or seat.as_of) <= info.cutoff:
-                    self.outbox.create(self._notice(info, seat), now, pipe)
+            notices = [
+                self._notice(info, seat)
+                for seat in seats
+                if seat.status == "active" and (seat.registered_at or seat.as_of) <= info.cutoff
+            ]
+            for notice in notices:
+                self.outbox.create(notice, now, pipe)
             pipe.execute()
+            if notices:
+                on_page([n.key for n in notices])
         total = int(self.r.scard(keys.batch_members(info.key)))
         self.r.hset(keys.batch(info.key), mapping={"state": "planned", "total": total})
         return total

@@ -75,6 +75,9 @@ class Service:
         self._mailer_factory = mailer or (lambda: Mailer(settings))
         self._mailer: Mailer | None = None
         self._delivery: Delivery | None = None
+        # Where a batch's message keys go while it is being planned (the worker enqueues
+        # deliver tasks); without it, ingest returns them.
+        self.hand_on: Callable[[list[str]], None] | None = None
         self._aclient: redis.asyncio.Redis | None = None
 
     @property
@@ -186,11 +189,15 @@ class Service:
     def _reminder_batch(self, event: ReminderRequested, now: float) -> list[str]:
         conf = self.conferences.get(event.conference)
         info = self.batches.open(conf.slug, event.batch.id, event.occurred_at, now)
-        if info.state != "planned":
-            total = self.batches.plan(info, conf, now)
-            log.info("batch %s planned: %d reminder(s)", info.key, total)
-        self.r.set(keys.event(event.id), json.dumps({"type": event.type, "batch": info.key}))
-        return self.batches.unfinished(info.key)
+        marker = json.dumps({"type": event.type, "batch": info.key})
+        if info.state == "planned":  # asked again: hand on what is still to send
+            self.r.set(keys.event(event.id), marker)
+            return self.batches.unfinished(info.key)
+        planned: list[str] = []
+        total = self.batches.plan(info, conf, now, self.hand_on or planned.extend)
+        log.info("batch %s planned: %d reminder(s)", info.key, total, extra={"batch": info.key})
+        self.r.set(keys.event(event.id), marker)
+        return planned
 
     # -- deliver ------------------------------------------------------------------------
 

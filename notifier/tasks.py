@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import redis
@@ -36,11 +38,13 @@ class _Runtime:
         self.settings = settings
         self._pid = -1
         self._service: Service | None = None
+        self.hand_on: Callable[[list[str]], None] | None = None
 
     def service(self) -> Service:
         if self._service is None or self._pid != os.getpid():
             client = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
             self._service = Service(self.settings, client)
+            self._service.hand_on = self.hand_on
             self._pid = os.getpid()
         return self._service
 
@@ -94,6 +98,9 @@ def _configure(app: Celery, settings: Settings) -> None:
 
 
 def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
+    # A batch's messages are spread over every worker in chunks, each reusing SMTP sessions.
+    runtime.hand_on = partial(enqueue_deliveries, app, chunk=settings.chunk_size)
+
     @app.task(  # type: ignore[untyped-decorator]
         name=INGEST,
         autoretry_for=(redis.ConnectionError, redis.TimeoutError),
@@ -108,8 +115,7 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
             # A registration's few mails go out at once, over this process's kept sessions.
             svc.deliver(message_keys)
         else:
-            # A batch is spread over every worker in chunks that each reuse SMTP sessions.
-            enqueue_deliveries(app, message_keys, settings.chunk_size)
+            enqueue_deliveries(app, message_keys, chunk=settings.chunk_size)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=DELIVER,
@@ -125,7 +131,7 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     def schedule() -> None:
         svc = runtime.service()
         for event in svc.due_reminder_events():
-            enqueue_deliveries(app, svc.ingest(event), settings.chunk_size)
+            enqueue_deliveries(app, svc.ingest(event), chunk=settings.chunk_size)
 
     @app.task(name=PURGE)  # type: ignore[untyped-decorator]
     def purge() -> None:
@@ -151,7 +157,7 @@ def _connect_signals(runtime: _Runtime, settings: Settings) -> None:
         runtime.close()
 
 
-def enqueue_deliveries(app: Celery, message_keys: list[str], chunk: int) -> None:
+def enqueue_deliveries(app: Celery, message_keys: list[str], *, chunk: int) -> None:
     for i in range(0, len(message_keys), chunk):
         app.send_task(DELIVER, args=[message_keys[i : i + chunk]], queue=QUEUE)
 
@@ -168,7 +174,7 @@ def _sweeper_step(runtime: _Runtime, settings: Settings) -> type[bootsteps.Start
                     due = runtime.service().due(limit=settings.chunk_size * 10)
                     if due:
                         log.info("sweeper: %d message(s) due", len(due))
-                        enqueue_deliveries(consumer.app, due, settings.chunk_size)
+                        enqueue_deliveries(consumer.app, due, chunk=settings.chunk_size)
                 except (redis.RedisError, OSError) as exc:
                     log.warning("sweeper: %s", exc)
 
