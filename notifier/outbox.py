@@ -207,11 +207,11 @@ class Outbox:
         self._finish = client.register_script(_FINISH)
         self._defer = client.register_script(_DEFER)
 
-    def create_args(self, notice: Notice, now: float) -> tuple[list[str], list[str | float]]:
-        """KEYS and ARGV of the create script, for use inside a caller's transaction."""
-        return (
-            [keys.message(notice.key), keys.COUNTS, keys.QUEUED],
-            [
+    def create(self, notice: Notice, now: float, pipe: redis.client.Pipeline | None = None) -> None:
+        """Add a queued message unless its key exists (then nothing changes)."""
+        self._create(
+            keys=[keys.message(notice.key), keys.COUNTS, keys.QUEUED],
+            args=[
                 keys.PREFIX,
                 notice.key,
                 now,
@@ -220,12 +220,8 @@ class Outbox:
                 notice.registration_id,
                 notice.kind.value,
             ],
+            client=pipe or self.r,
         )
-
-    def create(self, notice: Notice, now: float, pipe: redis.client.Pipeline | None = None) -> None:
-        """Add a queued message unless its key exists (then nothing changes)."""
-        k, a = self.create_args(notice, now)
-        self._create(keys=k, args=a, client=pipe or self.r)
 
     def claim(self, key: str, now: float) -> Claim | None:
         """Take a message for sending, or None if it is sent, failed or held by a live claim."""

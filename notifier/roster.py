@@ -40,11 +40,6 @@ class Roster:
         for reg in self.r.sscan_iter(keys.roster(conference), count=1000):
             yield reg.decode()
 
-    def recorded(self, event_id: str) -> list[str] | None:
-        """The message keys of an event already applied, or None if it is new."""
-        raw = self.r.get(keys.event(event_id))
-        return list(json.loads(raw)["messages"]) if raw else None
-
     def apply(
         self, event: Event, registration: str, planner: Planner, *, now: float
     ) -> tuple[list[str], Plan | None]:

@@ -26,9 +26,6 @@ from notifier.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Replies that mean "not now" even though some servers send them with odd wording.
-TEMPORARY_5XX: frozenset[int] = frozenset()
-
 
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -70,7 +67,7 @@ def classify(exc: BaseException) -> DeliveryError:
         return TemporaryDeliveryError(f"relay unavailable: {exc}", code if code else None)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)
-        if 400 <= exc.code < 500 or exc.code in TEMPORARY_5XX:
+        if 400 <= exc.code < 500:
             return TemporaryDeliveryError(reply, exc.code, slow_down=_asks_to_slow_down(exc))
         if exc.code >= 500:
             return PermanentDeliveryError(reply, exc.code)

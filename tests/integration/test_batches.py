@@ -12,17 +12,10 @@ from notifier.service import Service
 from notifier.settings import Settings
 from notifier.sink import Sink
 from notifier.status import status
+from tests.conftest import Clock
 from tests.events import cancelled, created, person, reminder, substituted
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -11,26 +11,15 @@ import redis
 from notifier.service import Service
 from notifier.settings import Settings
 from notifier.sink import Sink
-from tests.conftest import wait_for
+from tests.conftest import Clock, wait_for
 from tests.events import created, person
 
 pytestmark = pytest.mark.integration
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 2, 14, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2024, 2, 14, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from notifier.purge import (
 from notifier.service import Service
 from notifier.settings import SHIPPED_CONFERENCES, Settings
 from notifier.sink import Sink
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, Clock
 from tests.events import ASTRID, CONFERENCE, JENS, METTE, cancelled, created, reminder, substituted
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -86,17 +86,9 @@ GONE: list[dict[str, Any]] = [
 ]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2024, 4, 1, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture
