@@ -29,7 +29,7 @@ from notifier import mime
 from notifier.conference import Conference
 from notifier.invite import build_invite
 from notifier.notice import Notice, digest
-from notifier.render import Renderer, conference_facts, notice_context
+from notifier.render import Renderer, conference_facts
 
 SENDER_NAME_STRIP = str.maketrans("", "", '@:,"<>;\\')
 
@@ -87,7 +87,7 @@ def compose(
         jinja2.TemplateError: a template bug (not a delivery failure).
     """
     facts = conference_facts(conference)
-    rendered = renderer.render(notice.kind.value, notice_context(notice, facts, conference.tz))
+    rendered = renderer.render_notice(notice, facts, conference.tz)
     smtputf8 = needs_smtputf8(notice.recipient.email)
     to_address = envelope_address(notice.recipient.email)
     mid = message_id(notice.key, conference.sender_domain)

@@ -15,6 +15,7 @@ PURE = (
     "conference",
     "danish",
     "render",
+    "skeleton",
     "mime",
     "invite",
     "compose",
