@@ -129,11 +129,12 @@ def _with_invite(
 ) -> bytes:
     # "=_" cannot occur in quoted-printable or base64 bodies, so these boundaries cannot
     # clash with content; deriving them from the key keeps composition pure.
-    calendar = mime.binary_part(f'text/calendar; method={method}; charset="UTF-8"', ics)
+    encoded = mime.base64_lines(ics)
+    calendar = mime.base64_part(f'text/calendar; method={method}; charset="UTF-8"', encoded)
     filename = "invitation.ics" if method == "REQUEST" else "aflysning.ics"
-    attachment = mime.binary_part(
+    attachment = mime.base64_part(
         f'application/ics; name="{filename}"',
-        ics,
+        encoded,
         [("Content-Disposition", f'attachment; filename="{filename}"')],
     )
     alternative = mime.multipart("alternative", boundary + "a", [*body, calendar])

@@ -31,9 +31,17 @@ def _crlf(data: bytes) -> bytes:
 
 
 def quoted_printable(text: str) -> bytes:
-    """UTF-8 text as quoted-printable with CRLF lines of at most 76 characters."""
-    data = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
-    return _crlf(data)
+    """UTF-8 text as quoted-printable with CRLF lines of at most 76 characters.
+
+    Encoded line by line, each line remembered: the mails of a batch share all but a few
+    lines, and quoted-printable encodes every line on its own (soft breaks stay inside it).
+    """
+    return CRLF.join(map(_qp_line, text.replace("\r\n", "\n").split("\n")))
+
+
+@lru_cache(maxsize=4096)
+def _qp_line(line: str) -> bytes:
+    return _crlf(binascii.b2a_qp(line.encode("utf-8"), istext=True))
 
 
 def base64_lines(data: bytes) -> bytes:
@@ -95,8 +103,9 @@ def text_part(subtype: str, text: str) -> bytes:
     )
 
 
-def binary_part(content_type: str, data: bytes, extra: Headers = ()) -> bytes:
+def base64_part(content_type: str, encoded: bytes, extra: Headers = ()) -> bytes:
+    """A part whose body is already base64 (`base64_lines`)."""
     return part(
         [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64"), *extra],
-        base64_lines(data),
+        encoded,
     )

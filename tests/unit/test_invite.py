@@ -11,10 +11,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from icalendar import Calendar
+from icalendar.parser.string import _foldline
 
 from notifier.conference import Conference
-from notifier.invite import build_invite
+from notifier.invite import build_invite, fold
 from notifier.notice import Kind, invite_uid
 from notifier.render import Renderer, conference_facts, notice_context
 from notifier.samples import SAMPLE_NOW, sample_notice
@@ -201,3 +204,11 @@ def test_vobject_reads_the_same_invite(
         assert event.dtend.value == datetime(2024, 4, 22, 16, 0, tzinfo=CPH)
     else:
         assert (event.dtstart.value, event.dtend.value) == (date(2024, 4, 22), date(2024, 4, 23))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]) | st.sampled_from("\\^;,æ€𝄞"), max_size=400)
+)
+def test_folding_is_icalendars(line: str) -> None:
+    assert fold(line) == _foldline(line).encode("utf-8")
