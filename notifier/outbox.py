@@ -19,6 +19,7 @@ import redis.asyncio
 
 from notifier import keys
 from notifier.notice import Notice
+from notifier.pipelining import Pipelined, Script
 
 STATES = ("queued", "sending", "retrying", "sent", "failed", "skipped")
 FINAL = frozenset({"sent", "failed", "skipped"})
@@ -175,25 +176,25 @@ class AsyncOutbox:
     """The transitions delivery needs, on an asyncio Redis client: while one session waits
     for Redis, the others' SMTP traffic goes on (a blocking client would stall them all)."""
 
+    CLAIM, FINISH, DEFER = Script(_CLAIM), Script(_FINISH), Script(_DEFER)
+
     def __init__(self, client: redis.asyncio.Redis, *, lease_seconds: float) -> None:
         self.lease = lease_seconds
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._defer = client.register_script(_DEFER)
+        self._calls = Pipelined(client)  # the sessions' calls share round trips
 
     async def claim(self, key: str, now: float) -> Claim | None:
         k, a = _claim_call(key, now, self.lease)
-        return _claimed(key, await self._claim(keys=k, args=a))
+        return _claimed(key, await self._calls.call(self.CLAIM, k, a))
 
     async def finish(
         self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0
     ) -> bool:
         k, a = _finish_call(claim, state, reply, now, due)
-        return bool(await self._finish(keys=k, args=a))
+        return bool(await self._calls.call(self.FINISH, k, a))
 
     async def defer(self, key: str, now: float, due: float) -> bool:
         k, a = _defer_call(key, now, due)
-        return bool(await self._defer(keys=k, args=a))
+        return bool(await self._calls.call(self.DEFER, k, a))
 
 
 class Outbox:
