@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import jinja2
 
@@ -51,6 +52,7 @@ class Delivery:
         self.renderer = renderer
         self.clock = clock
         self.rand = rand
+        self._recording: list[asyncio.Future[Any]] = []
 
     async def one(self, sender: Sender, key: str) -> None:
         """Deliver one message if it can be claimed; record what happened."""
@@ -116,7 +118,9 @@ class Delivery:
             "batch": claim.notice.batch,
         }
         if isinstance(outcome, Sent):
-            await self._finish(claim, "sent", outcome.reply)
+            # Not awaited: the session's next call (its next claim) follows it in the same
+            # or a later pipeline, so the record is in Redis before the next send starts.
+            self._record_soon(claim, outcome.reply)
             log.info(
                 "sent %s",
                 claim.key,
@@ -159,9 +163,28 @@ class Delivery:
 
     async def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
         if not await self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
-            log.warning(
-                "claim on %s was lost before it finished as %s",
-                claim.key,
-                state,
-                extra={"key": claim.key, "state": state},
-            )
+            _lost(claim, state)
+
+    def _record_soon(self, claim: Claim, reply: str) -> None:
+        done = self.outbox.finish_soon(claim, "sent", reply, self.clock().timestamp())
+
+        def check(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is None and not f.result():
+                _lost(claim, "sent")
+
+        done.add_done_callback(check)
+        self._recording.append(done)
+
+    async def settle(self) -> None:
+        """Wait until every queued record is in Redis; the first error, if one failed."""
+        recording, self._recording = self._recording, []
+        await asyncio.gather(*recording)
+
+
+def _lost(claim: Claim, state: str) -> None:
+    log.warning(
+        "claim on %s was lost before it finished as %s",
+        claim.key,
+        state,
+        extra={"key": claim.key, "state": state},
+    )

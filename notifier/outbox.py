@@ -10,6 +10,7 @@ a claim whose lease ran out (its worker died) can be taken over.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,8 +190,15 @@ class AsyncOutbox:
     async def finish(
         self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0
     ) -> bool:
+        return bool(await self.finish_soon(claim, state, reply, now, due))
+
+    def finish_soon(
+        self, claim: Claim, state: str, reply: str, now: float, due: float = 0.0
+    ) -> asyncio.Future[Any]:
+        """Queue a finish without waiting for it: it reaches Redis before any call queued
+        after it (a falsy reply: the claim was lost)."""
         k, a = _finish_call(claim, state, reply, now, due)
-        return bool(await self._calls.call(self.FINISH, k, a))
+        return self._calls.submit(self.FINISH, k, a)
 
     async def defer(self, key: str, now: float, due: float) -> bool:
         k, a = _defer_call(key, now, due)

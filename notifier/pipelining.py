@@ -48,6 +48,12 @@ class Pipelined:
         self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.submit(script, keys, args)
+
+    def submit(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
+        """Queue a call; its reply, once it ran. Calls run in the order they were queued."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(_Call(script, keys, args, reply))
@@ -56,7 +62,7 @@ class Pipelined:
             # turn travel along.
             self._flushing = True
             self._flusher = loop.create_task(self._flush())
-        return await reply
+        return reply
 
     async def _flush(self) -> None:
         try:

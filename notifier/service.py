@@ -205,7 +205,7 @@ class Service:
         """Send each message that can be claimed, over the process's kept SMTP sessions."""
         if message_keys:
             mailer = self.mailer
-            mailer.run(list(message_keys), self.delivery.one)
+            mailer.run(list(message_keys), self.delivery.one, then=self.delivery.settle)
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""

@@ -164,11 +164,22 @@ class Mailer:
         self.loop = asyncio.new_event_loop()
         self.sessions = [_Session(settings, tls_context) for _ in range(settings.smtp_connections)]
 
-    def run(self, items: Sequence[T], work: Callable[[Sender, T], Awaitable[None]]) -> None:
-        """Process items over the pool: each session takes the next item when it is free."""
-        self.loop.run_until_complete(self._run(items, work))
+    def run(
+        self,
+        items: Sequence[T],
+        work: Callable[[Sender, T], Awaitable[None]],
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Process items over the pool: each session takes the next item when it is free.
+        `then` runs after the last item, also when one failed."""
+        self.loop.run_until_complete(self._run(items, work, then))
 
-    async def _run(self, items: Sequence[T], work: Callable[[Sender, T], Awaitable[None]]) -> None:
+    async def _run(
+        self,
+        items: Sequence[T],
+        work: Callable[[Sender, T], Awaitable[None]],
+        then: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         todo = list(reversed(items))
 
         async def drain(session: _Session) -> None:
@@ -177,7 +188,11 @@ class Mailer:
                 await work(sender, todo.pop())
 
         width = max(1, min(len(self.sessions), len(items)))
-        await asyncio.gather(*(drain(s) for s in self.sessions[:width]))
+        try:
+            await asyncio.gather(*(drain(s) for s in self.sessions[:width]))
+        finally:
+            if then is not None:
+                await then()
 
     def send_all(self, messages: Sequence[Composed]) -> list[Outcome]:
         """Send each message once; the outcome of each, in order."""
