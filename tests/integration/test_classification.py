@@ -109,6 +109,25 @@ def test_silent_server_times_out_as_temporary(
     assert "timeout" in reply.lower() or "timed out" in reply.lower()
 
 
+def test_a_reply_given_up_on_is_never_taken_for_the_next_one(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, sink: Sink
+) -> None:
+    """A server that goes quiet in the middle of a transaction: the whole transaction has
+    one deadline, and the connection is given up with it, so that the late reply is not
+    read as the reply to the next message's MAIL FROM."""
+    svc = Service(make_settings(smtp_timeout_seconds="0.5"), redis_client, rand=lambda: 0.0)
+    try:
+        sink.script.delay = 1.5
+        state, reply, _ = _one(svc, 1)
+        sink.script.delay = 0.0
+        second = _one(svc, 2)
+    finally:
+        svc.close()
+    assert (state, reply) == ("retrying", "timeout: ")
+    assert second == ("sent", second[1], 1) and second[1].startswith("250")
+    assert sink.connections == 2
+
+
 def test_slow_down_pauses_every_sender(svc: Service, sink: Sink) -> None:
     sink.script.data.append("432 4.3.2 Concurrent connections limit exceeded")
     state, reply, _ = _one(svc)
