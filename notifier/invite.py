@@ -10,17 +10,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
-from icalendar import (
-    Calendar,
-    Event,
-    Parameters,
-    Timezone,
-    vCalAddress,
-    vDDDTypes,
-    vInt,
-    vText,
-)
-from icalendar.parser import Contentline
+from icalendar import Calendar, Event, Timezone, vCalAddress, vText
+from icalendar.parser import param_value
 
 from notifier.conference import Conference
 from notifier.notice import InviteSpec, Person
@@ -82,17 +73,33 @@ def build_invite(
     `now` becomes DTSTAMP; nothing here reads the clock.
     """
     head, tail = _shared(conference, spec.method, description)
-    # Only the recipient's four properties are serialised per mail (icalendar's content
-    # lines: escaping, parameter quoting, folding); the rest of the calendar, and the
-    # VTIMEZONE, which costs milliseconds, is the same for every mail of a conference.
-    att = _attendee(attendee)
+    # Only the recipient's four properties are written per mail; the rest of the calendar,
+    # and the VTIMEZONE, which costs milliseconds, is the same for every mail of a
+    # conference. They are the lines icalendar writes (tests compare the two for any name),
+    # without building its objects, which cost a quarter of composing a mail.
     lines = [
-        Contentline.from_parts("UID", Parameters(), vText(spec.uid)),
-        Contentline.from_parts("SEQUENCE", Parameters(), vInt(spec.sequence)),
-        Contentline.from_parts("DTSTAMP", Parameters(), vDDDTypes(now.astimezone(UTC))),
-        Contentline.from_parts("ATTENDEE", att.params, att),
+        f"UID:{vText(spec.uid).to_ical().decode('utf-8')}",
+        f"SEQUENCE:{spec.sequence:d}",
+        f"DTSTAMP:{_utc_stamp(now)}",
+        attendee_line(attendee),
     ]
     return head + b"".join(fold(line) + b"\r\n" for line in lines) + tail
+
+
+def _utc_stamp(moment: datetime) -> str:
+    t = moment.astimezone(UTC)  # strftime's %Y would not pad a year before 1000
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
+
+
+# The recipient's ATTENDEE parameters after CN, in icalendar's (sorted) order; see _attendee.
+_ATTENDEE_TAIL = ";CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE"
+_QUOTE_CN = " '\\"  # icalendar quotes a CN with a space or apostrophe; _named adds backslash
+
+
+def attendee_line(person: Person) -> str:
+    """The ATTENDEE content line (unfolded) that `_attendee(person)` serialises to."""
+    cn = param_value(person.name, always_quote=any(c in person.name for c in _QUOTE_CN))
+    return f"ATTENDEE;CN={cn}{_ATTENDEE_TAIL}:mailto:{person.email}"
 
 
 _ESCAPES = frozenset(b"\\^")

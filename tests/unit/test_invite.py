@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from icalendar import Calendar
+from icalendar import Calendar, Parameters, vDDDTypes, vInt, vText
+from icalendar.parser import Contentline
 from icalendar.parser.string import _foldline
 
 from notifier.conference import Conference
-from notifier.invite import build_invite, fold
-from notifier.notice import Kind, invite_uid
+from notifier.invite import _attendee, build_invite, fold
+from notifier.notice import InviteSpec, Kind, Person, invite_uid
 from notifier.render import Renderer, conference_facts, notice_context
 from notifier.samples import SAMPLE_NOW, sample_notice
 from tests.unit.support import SLUG, Golden
@@ -213,3 +214,36 @@ LINE_CHARS = st.characters(blacklist_characters="\r\n", blacklist_categories=["C
 @given(st.text(LINE_CHARS | st.sampled_from("\\^;,æ€𝄞"), max_size=400))
 def test_folding_is_icalendars(line: str) -> None:
     assert fold(line) == _foldline(line).encode("utf-8")
+
+
+def icalendar_lines(spec: InviteSpec, person: Person, now: datetime) -> list[str]:
+    """The recipient's four lines as icalendar's objects write them (what the fast path
+    must reproduce)."""
+    att = _attendee(person)
+    return [
+        str(Contentline.from_parts("UID", Parameters(), vText(spec.uid))),
+        str(Contentline.from_parts("SEQUENCE", Parameters(), vInt(spec.sequence))),
+        str(Contentline.from_parts("DTSTAMP", Parameters(), vDDDTypes(now.astimezone(UTC)))),
+        str(Contentline.from_parts("ATTENDEE", att.params, att)),
+    ]
+
+
+NAME_CHARS = st.characters(blacklist_categories=["Cs"]) | st.sampled_from(" '\\^\";:,\n")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.text(NAME_CHARS, min_size=1, max_size=60),
+    email=st.emails(),
+    uid=st.text(NAME_CHARS, min_size=1, max_size=60),
+    sequence=st.integers(0, 10_000),
+    now=st.datetimes(timezones=st.just(UTC)),
+)
+def test_recipient_lines_are_icalendars(
+    conference: Conference, name: str, email: str, uid: str, sequence: int, now: datetime
+) -> None:
+    spec, person = InviteSpec("REQUEST", uid, sequence), Person(name, email)
+    ics = build_invite(conference, spec, person, now=now, description="d").decode("utf-8")
+    expected = "".join(f"{line}\r\n" for line in icalendar_lines(spec, person, now))
+    unfolded = ics.replace("\r\n ", "")
+    assert expected.replace("\r\n ", "") in unfolded
