@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from notifier.compose import Composed
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
@@ -89,6 +90,31 @@ def _path(address: str, utf8: bool) -> bytes:
     return b"<" + address.encode("utf-8" if utf8 else "ascii") + b">"
 
 
+async def _data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA, the message, and its reply.
+
+    `SMTP.data()` runs two regular expressions over every message to make its line ends
+    CRLF and to double leading dots: 5 % of a batch's CPU. Composed messages have CRLF line
+    ends already (see compose and its tests), so only the dots are doubled here.
+    """
+    resp = await smtp.execute_command(b"DATA", timeout=None)
+    if resp.code != 354:
+        raise aiosmtplib.SMTPDataError(resp.code, resp.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    if data.count(b"\n") != data.count(b"\r\n"):  # not composed here: let aiosmtplib fix it
+        data = normalize_message_line_endings(data)
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    protocol.write(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+    resp = await protocol.read_response(timeout=None)  # nothing awaited since the write
+    if resp.code != 250:
+        raise aiosmtplib.SMTPDataError(resp.code, resp.message)
+    return resp
+
+
 class _Session:
     """One SMTP connection, opened on first use and kept."""
 
@@ -150,7 +176,7 @@ class _Session:
             )
             if resp.code not in (250, 251):
                 raise aiosmtplib.SMTPRecipientRefused(resp.code, resp.message, msg.recipient)
-            resp = await smtp.data(msg.data, timeout=None)
+            resp = await _data(smtp, msg.data)
         except aiosmtplib.SMTPResponseException:
             await self._reset()
             raise
