@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -108,6 +109,21 @@ class Conference(_Model):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def __hash__(self) -> int:
+        # Every mail looks its conference up in a few caches; pydantic would hash all the
+        # fields (and the nested models') each time. The model is frozen: hash once.
+        return self.field_hash
+
+    @cached_property
+    def field_hash(self) -> int:
+        return hash(tuple(getattr(self, name) for name in type(self).model_fields))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        for cached in ("tz", "field_hash"):  # pydantic copies them with the fields
+            copied.__dict__.pop(cached, None)
+        return copied
 
     @property
     def all_day(self) -> bool:

@@ -133,3 +133,12 @@ def test_unknown_slug_is_a_config_error(tmp_path: Path) -> None:
     assert "nope-2030" not in confs
     with pytest.raises(ConfigError, match="nope-2030"):
         confs.get("nope-2030")
+
+
+def test_a_changed_copy_has_its_own_hash_and_time_zone(conference: Conference) -> None:
+    _ = (hash(conference), conference.tz)  # fill the caches first
+    other = conference.model_copy(update={"title": "Andet træf", "timezone": "UTC"})
+    same = conference.model_copy()
+    assert hash(same) == hash(conference) and same == conference
+    assert other != conference and hash(other) != hash(conference)
+    assert str(other.tz) == "UTC"
