@@ -1,9 +1,13 @@
 """`python -m bench [--quick]`: the whole benchmark in one process tree, against one sink.
 
-Phases, each against the same sink: ceiling, pretix-style baseline, notifier end to end
-(confirmations, reminder batches, latency at a steady rate, worker RSS), and, when notifier
-misses a target, a cProfile of its deliver path. Everything started is stopped on exit,
-also on Ctrl-C, SIGTERM or an error.
+Set-up: the ceiling's messages are composed and its connection count calibrated; notifier
+(private Redis, a Celery worker) starts and sends N confirmations. Then three rounds, each
+one run of every path in a row: ceiling, notifier's SMTP path, pretix-style baseline,
+notifier reminder batch. Interleaved, the runs a ratio compares happen within seconds of
+each other: this machine's speed drifts by up to a third over minutes (other tenants), and
+phases minutes apart measured that drift as much as the code. Then the latency at a steady
+rate and the worker's memory; when notifier misses a target, a cProfile of its deliver path.
+Everything started is stopped on exit, also on Ctrl-C, SIGTERM or an error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from bench.procs import BenchError, raise_on_sigterm, wait_until
 from bench.report import RESULTS, Results, print_results, targets, write_json
 from bench.sinks import SinkChoice, SinkServer, start_sink
 from bench.stats import Throughput
+from notifier.compose import Composed
+
+Measure = Callable[[], Throughput]
 
 WIDTHS = (4, 5, 6, 7, 8)  # connection counts the ceiling tries
 # Piped output (make | tee) is not a terminal: rich would then assume 80 columns.
@@ -115,55 +122,97 @@ def check_sink(sink: SinkServer, before: int, expected: int, what: str) -> None:
     wait_until(lambda: sink.accepted() - before >= expected, 5, f"the sink to count {what}")
 
 
-def measure_ceiling(cfg: Config, sink: SinkServer, r: Results) -> None:
+def prepare_ceiling(cfg: Config, sink: SinkServer, r: Results) -> list[Composed]:
     console.print(f"  composing {cfg.n:,} reminders with notifier.compose (not timed) ...")
     messages = composed_reminders(cfg.n, "ceiling")
     r.ceiling_width = ceiling.best_width(messages[: cfg.calibration_n], sink.port, WIDTHS)
     console.print(f"  fastest connection count of {WIDTHS[0]}..{WIDTHS[-1]}: {r.ceiling_width}")
-    for run in range(cfg.runs):
-        before = sink.accepted()
-        r.ceiling.append(ceiling.send(messages, sink.port, r.ceiling_width))
-        check_sink(sink, before, r.ceiling[-1].messages, "the ceiling's messages")
-        report_run(f"run {run + 1}", r.ceiling[-1])
+    return messages
 
 
-def measure_baseline(cfg: Config, sink: SinkServer, r: Results) -> None:
+def counted(sink: SinkServer, runs: list[Throughput], what: str, measure: Measure) -> None:
+    """One run of a path, checked against the sink's own count."""
+    before = sink.accepted()
+    runs.append(measure())
+    check_sink(sink, before, runs[-1].messages, f"the {what}'s messages")
+    report_run(what, runs[-1])
+
+
+def confirmations(stack: Notifier, cfg: Config, r: Results) -> None:
+    console.print(f"  worker ready (pid {stack.worker.pid}, log {stack.log})")
+    for run in range(cfg.confirmation_runs):
+        r.confirmations.append(stack.confirmations(cfg.n, run))
+        report_run(f"notifier confirmations, run {run + 1}", r.confirmations[-1])
+
+
+def reminder_batch(stack: Notifier, cfg: Config, r: Results, run: int) -> None:
+    throughput, phases = stack.reminders(cfg.n, run)
+    r.reminders.append(throughput)
+    r.reminder_phases.append(phases)
+    report_run("notifier reminder batch", throughput)
+
+
+def one_round(
+    cfg: Config,
+    sink: SinkServer,
+    r: Results,
+    messages: list[Composed],
+    stack: Notifier | None,
+    run: int,
+) -> None:
+    k, port = r.ceiling_width, sink.port
+
+    def path(runs: list[Throughput], what: str, measure: Measure) -> None:
+        attempt(what, r, lambda: counted(sink, runs, what, measure))
+
+    path(r.ceiling, "ceiling", lambda: ceiling.send(messages, port, k))
+    path(r.lean, "notifier SMTP path", lambda: ceiling.send_lean(messages, port, k))
+    tag = f"baseline{run}"
+    path(r.baseline, "pretix-style baseline", lambda: baseline.run(cfg.baseline_n, port, tag))
+    if stack is not None:
+        attempt("reminder batch", r, lambda: reminder_batch(stack, cfg, r, run))
+
+
+def measure(cfg: Config, sink: SinkServer, workdir: Path, r: Results) -> None:
     r.baseline_n = cfg.baseline_n
-    for run in range(cfg.runs):
-        before = sink.accepted()
-        r.baseline.append(baseline.run(cfg.baseline_n, sink.port, f"baseline{run}"))
-        check_sink(sink, before, r.baseline[-1].messages, "the baseline's messages")
-        report_run(f"run {run + 1}", r.baseline[-1])
+    with ExitStack() as stack:
+        console.rule("set-up: the ceiling's messages and connection count; confirmations")
+        messages = prepare_ceiling(cfg, sink, r)
+        notifier: Notifier | None = None
+
+        def start() -> None:
+            nonlocal notifier
+            started = stack.enter_context(Notifier(sink, workdir))
+            confirmations(started, cfg, r)
+            notifier = started  # reminders go to the first confirmation run's attendees
+
+        attempt("notifier confirmations", r, start)
+        for run in range(cfg.runs):
+            console.rule(f"round {run + 1} of {cfg.runs}")
+            one_round(cfg, sink, r, messages, notifier, run)
+        if notifier is not None:
+            latency(cfg, r, notifier)
 
 
-def measure_notifier(cfg: Config, sink: SinkServer, workdir: Path, r: Results) -> None:
-    with Notifier(sink, workdir) as stack:
-        console.print(f"  worker ready (pid {stack.worker.pid}, log {stack.log})")
-        try:
-            for run in range(cfg.confirmation_runs):
-                r.confirmations.append(stack.confirmations(cfg.n, run))
-                report_run(f"confirmations run {run + 1}", r.confirmations[-1])
-            for run in range(cfg.runs):
-                throughput, phases = stack.reminders(cfg.n, run)
-                r.reminders.append(throughput)
-                r.reminder_phases.append(phases)
-                report_run(f"reminder batch {run + 1}", throughput)
-            r.latency = stack.latency(cfg.latency_rate, cfg.latency_seconds)
-            console.print(
-                f"  latency: p50 {r.latency.p50_ms:.1f} ms, p95 {r.latency.p95_ms:.1f} ms"
-            )
-        finally:
-            r.rss = stack.peak_rss()
+def latency(cfg: Config, r: Results, stack: Notifier) -> None:
+    console.rule("confirmation latency at a steady rate")
+    try:
+        attempt("latency", r, lambda: _latency(cfg, r, stack))
+    finally:
+        r.rss = stack.peak_rss()
+
+
+def _latency(cfg: Config, r: Results, stack: Notifier) -> None:
+    r.latency = stack.latency(cfg.latency_rate, cfg.latency_seconds)
+    console.print(f"  latency: p50 {r.latency.p50_ms:.1f} ms, p95 {r.latency.p95_ms:.1f} ms")
 
 
 def measure_profile(cfg: Config, sink: SinkServer, workdir: Path, r: Results) -> None:
     r.profile = profile_deliver(sink.port, cfg.profile_messages, workdir, cfg.output.parent)
 
 
-def phase(name: str, r: Results, work: Callable[[], None]) -> None:
-    """Run one phase; a phase that cannot finish is reported and the others still run."""
-    console.rule(name)
-    started = time.perf_counter()
+def attempt(name: str, r: Results, work: Callable[[], None]) -> None:
+    """Run one measurement; one that cannot finish is reported and the others still run."""
     try:
         work()
     except BenchError as exc:
@@ -172,6 +221,12 @@ def phase(name: str, r: Results, work: Callable[[], None]) -> None:
     except Exception as exc:  # an SMTP or Redis error: report it, measure the rest
         r.errors.append(f"{name}: {type(exc).__name__}: {exc}")
         console.print_exception(max_frames=4)
+
+
+def phase(name: str, r: Results, work: Callable[[], None]) -> None:
+    console.rule(name)
+    started = time.perf_counter()
+    attempt(name, r, work)
     console.print(f"  ({time.perf_counter() - started:.1f} s)")
 
 
@@ -194,9 +249,7 @@ def run(cfg: Config) -> Results:
         if r.sink_hint:
             console.print(f"[yellow]{r.sink_hint}[/]")
         console.print(f"Sink: {r.sink}", highlight=False)
-        phase("ceiling", r, lambda: measure_ceiling(cfg, sink, r))
-        phase("pretix-style baseline", r, lambda: measure_baseline(cfg, sink, r))
-        phase("notifier end to end", r, lambda: measure_notifier(cfg, sink, workdir, r))
+        attempt("measurements", r, lambda: measure(cfg, sink, workdir, r))
         if wants_profile(cfg, r):
             phase("profile of the deliver path", r, lambda: measure_profile(cfg, sink, workdir, r))
     r.seconds = time.perf_counter() - started
