@@ -218,19 +218,23 @@ class Outbox:
 
     def create(self, notice: Notice, now: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Add a queued message unless its key exists (then nothing changes)."""
-        self._create(
-            keys=[keys.message(notice.key), keys.COUNTS, keys.QUEUED],
-            args=[
-                keys.PREFIX,
-                notice.key,
-                now,
-                notice.to_json(),
-                notice.batch or "",
-                notice.registration_id,
-                notice.kind.value,
-            ],
-            client=pipe or self.r,
-        )
+        k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED]
+        a: list[str | float] = [
+            keys.PREFIX,
+            notice.key,
+            now,
+            notice.to_json(),
+            notice.batch or "",
+            notice.registration_id,
+            notice.kind.value,
+        ]
+        if pipe is not None and getattr(pipe, "explicit_transaction", False):  # after MULTI
+            # Inside MULTI the script goes as source (EVAL): redis-py would first ask SCRIPT
+            # EXISTS, a round trip per event, and an EVALSHA Redis had forgotten would fail
+            # on its own while the rest of the transaction committed.
+            pipe.eval(_CREATE, len(k), *k, *a)
+            return
+        self._create(keys=k, args=a, client=pipe or self.r)
 
     def claim(self, key: str, now: float) -> Claim | None:
         """Take a message for sending, or None if it is sent, failed or held by a live claim."""

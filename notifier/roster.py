@@ -51,10 +51,9 @@ class Roster:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(ekey, skey)  # type: ignore[no-untyped-call]
-                    done = pipe.get(ekey)
+                    done, raw = pipe.mget(ekey, skey)
                     if done:
                         return list(json.loads(done)["messages"]), None
-                    raw = pipe.get(skey)
                     plan = planner(Seat.from_json(raw) if raw else None)
                     pipe.multi()
                     self._write(pipe, event, plan, skey, ekey, now)

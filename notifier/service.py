@@ -123,7 +123,7 @@ class Service:
         now = self.clock().timestamp()
         try:
             event = parse_event(payload, conferences=self.conferences)
-            message_keys = self._apply(event, now)
+            message_keys, fresh = self._apply(event, now)
         except InvalidEvent as exc:
             return self._dead(payload, list(exc.errors), now)
         except ConfigError as exc:
@@ -136,6 +136,8 @@ class Service:
             # A bug must not lose the event: keep it to replay after the fix.
             log.exception("cannot process event", extra={"event_id": _event_id(payload)})
             return self._dead(payload, [("event", f"internal error: {type(exc).__name__}")], now)
+        if fresh:  # created queued just now: no need to ask
+            return message_keys
         states = self.outbox.states(message_keys)
         return [k for k, s in states.items() if s in ("queued", "retrying")]
 
@@ -153,7 +155,8 @@ class Service:
         )
         return []
 
-    def _apply(self, event: Event, now: float) -> list[str]:
+    def _apply(self, event: Event, now: float) -> tuple[list[str], bool]:
+        """The event's message keys, and whether they were all created by this call."""
         conf = self.conferences.get(event.conference)
         planner: Callable[[Seat | None], Plan]
         if isinstance(event, RegistrationCreated):
@@ -166,7 +169,7 @@ class Service:
             reg = event.registration.id
             planner = partial(plan_cancelled, event, conf=conf)
         else:
-            return self._reminder_batch(event, now)
+            return self._reminder_batch(event, now), False
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
         fields = {"event_id": event.id, "registration": reg}
         if plan is None:
@@ -184,7 +187,7 @@ class Service:
                 note,
                 extra=fields,
             )
-        return message_keys
+        return message_keys, plan is not None
 
     def _reminder_batch(self, event: ReminderRequested, now: float) -> list[str]:
         conf = self.conferences.get(event.conference)
