@@ -34,11 +34,26 @@ test: lint typecheck
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-bench: install
+bench: install sink
 	$(BIN)/python -m bench
 
-bench-quick: install
+bench-quick: install sink
 	$(BIN)/python -m bench --quick
+
+# The benchmark's sink: found, else installed where this user may (root with apt-get), else
+# the benchmark falls back to an aiosmtpd sink and says so.
+.PHONY: sink
+sink:
+	@if command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ]; then \
+	  echo "sink: Postfix smtp-sink found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "sink: installing Postfix's smtp-sink (Debian package postfix; the daemon is not configured or started)"; \
+	  $(MAKE) --no-print-directory bench-sink >/dev/null 2>&1 || apt-get update -qq >/dev/null 2>&1; \
+	  [ -x /usr/sbin/smtp-sink ] || $(MAKE) --no-print-directory bench-sink >/dev/null 2>&1 || \
+	    echo "sink: could not install smtp-sink; the benchmark uses its aiosmtpd sink"; \
+	else \
+	  echo "sink: smtp-sink not found and not root: the benchmark uses its aiosmtpd sink (make bench-sink as root installs smtp-sink)"; \
+	fi
 
 # Postfix's smtp-sink, the sink `make bench` prefers (only the binary is used; Postfix itself
 # is neither configured nor started). Needs root and Debian's package archive.
