@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.e2e import Notifier
@@ -75,6 +76,10 @@ def measured(what: str, n: int, work: Callable[[], float]) -> None:
     )
 
 
+def _batch_rate(stack: Notifier, n: int, run: int) -> float:
+    return stack.reminders(n, run)[0].rate
+
+
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 4_000
     runs = int(argv[1]) if len(argv) > 1 else 3
@@ -87,11 +92,8 @@ def main(argv: list[str]) -> int:
             with Notifier(sink, workdir) as stack:
                 measured("confirmations", n, lambda: stack.confirmations(n, 0).rate)
                 for run in range(runs):
-                    measured(
-                        f"reminder batch {run + 1}",
-                        n,
-                        lambda run=run: stack.reminders(n, run)[0].rate,  # type: ignore[misc]
-                    )
+                    batch = partial(_batch_rate, stack, n, run)
+                    measured(f"reminder batch {run + 1}", n, batch)
         finally:
             sink.stop()
     return 0
