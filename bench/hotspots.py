@@ -150,7 +150,7 @@ def _write_report(profiler: cProfile.Profile, out: Path) -> Path:
     return path
 
 
-def _settings(redis_url: str, smtp_port: int) -> Settings:
+def settings_for(redis_url: str, smtp_port: int) -> Settings:
     return load_settings(
         {
             "NOTIFIER_BROKER_URL": redis_url,
@@ -178,7 +178,7 @@ def profile_deliver(smtp_port: int, n: int, workdir: Path, out: Path) -> Deliver
         folder.mkdir(parents=True, exist_ok=True)
         server = PrivateRedis(folder=folder).start()
         stack.callback(server.stop)
-        settings = _settings(server.url, smtp_port)
+        settings = settings_for(server.url, smtp_port)
         client = redis.Redis.from_url(server.url)
         stack.callback(client.close)
         svc = Service(settings, client)
