@@ -8,8 +8,9 @@ its values in (escaped for HTML, as Jinja2's autoescape would).
 
 That is right only while the templates print each value as it is. A template that changes
 one (`name.split()[0]`, `|upper`, `|safe`, a test of its length) would make the shortcut
-wrong, so a skeleton is used only after it reproduced the full render exactly for two
-different sets of values; otherwise that shape is rendered in full for every mail. A mail
+wrong, so a skeleton is used only after it reproduced the full render exactly for the first
+mail's values and for two probes unlike them; otherwise that shape is rendered in full for
+every mail. A mail
 whose values the subject's or the text's whitespace clean-up would change is rendered in full
 too.
 """
