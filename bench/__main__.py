@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -165,10 +165,11 @@ def one_round(
     def path(runs: list[Throughput], what: str, measure: Measure) -> None:
         attempt(what, r, lambda: counted(sink, runs, what, measure))
 
-    path(r.ceiling, "ceiling", lambda: ceiling.send(messages, port, k))
-    path(r.lean, "notifier SMTP path", lambda: ceiling.send_lean(messages, port, k))
-    tag = f"baseline{run}"
-    path(r.baseline, "pretix-style baseline", lambda: baseline.run(cfg.baseline_n, port, tag))
+    with stack.rss.paused() if stack is not None else nullcontext():
+        path(r.ceiling, "ceiling", lambda: ceiling.send(messages, port, k))
+        path(r.lean, "notifier SMTP path", lambda: ceiling.send_lean(messages, port, k))
+        tag = f"baseline{run}"
+        path(r.baseline, "pretix-style baseline", lambda: baseline.run(cfg.baseline_n, port, tag))
     if stack is not None:
         attempt("reminder batch", r, lambda: reminder_batch(stack, cfg, r, run))
 
