@@ -39,17 +39,6 @@ def _organizer(conference: Conference) -> vCalAddress:
     return _named(str(conference.organiser.email), conference.organiser.name)
 
 
-def _attendee(person: Person) -> vCalAddress:
-    att = _named(person.email, person.name)
-    att.params["CUTYPE"] = "INDIVIDUAL"
-    att.params["ROLE"] = "REQ-PARTICIPANT"
-    att.params["PARTSTAT"] = "NEEDS-ACTION"
-    # No RSVP: the registration is already binding, and replies would flood the organiser
-    # (the reason pretix left ORGANIZER out altogether).
-    att.params["RSVP"] = "FALSE"
-    return att
-
-
 def _timing(event: Event, conference: Conference) -> None:
     if conference.all_day:
         event.add("dtstart", conference.date)
@@ -91,13 +80,16 @@ def _utc_stamp(moment: datetime) -> str:
     return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
-# The recipient's ATTENDEE parameters after CN, in icalendar's (sorted) order; see _attendee.
+# The recipient's ATTENDEE parameters after CN, in icalendar's (sorted) order. No RSVP: the
+# registration is already binding, and replies would flood the organiser (the reason pretix
+# left ORGANIZER out altogether).
 _ATTENDEE_TAIL = ";CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE"
 _QUOTE_CN = " '\\"  # icalendar quotes a CN with a space or apostrophe; _named adds backslash
 
 
 def attendee_line(person: Person) -> str:
-    """The ATTENDEE content line (unfolded) that `_attendee(person)` serialises to."""
+    """The ATTENDEE content line (unfolded) icalendar writes for the person as a
+    `vCalAddress` from `_named` with these parameters (compared in the tests)."""
     cn = param_value(person.name, always_quote=any(c in person.name for c in _QUOTE_CN))
     return f"ATTENDEE;CN={cn}{_ATTENDEE_TAIL}:mailto:{person.email}"
 

@@ -18,7 +18,7 @@ from icalendar.parser import Contentline
 from icalendar.parser.string import _foldline
 
 from notifier.conference import Conference
-from notifier.invite import _attendee, build_invite, fold
+from notifier.invite import _named, build_invite, fold
 from notifier.notice import InviteSpec, Kind, Person, invite_uid
 from notifier.render import Renderer, conference_facts, notice_context
 from notifier.samples import SAMPLE_NOW, sample_notice
@@ -219,7 +219,14 @@ def test_folding_is_icalendars(line: str) -> None:
 def icalendar_lines(spec: InviteSpec, person: Person, now: datetime) -> list[str]:
     """The recipient's four lines as icalendar's objects write them (what the fast path
     must reproduce)."""
-    att = _attendee(person)
+    att = _named(person.email, person.name)
+    for name, value in (
+        ("CUTYPE", "INDIVIDUAL"),
+        ("ROLE", "REQ-PARTICIPANT"),
+        ("PARTSTAT", "NEEDS-ACTION"),
+        ("RSVP", "FALSE"),
+    ):
+        att.params[name] = value
     return [
         str(Contentline.from_parts("UID", Parameters(), vText(spec.uid))),
         str(Contentline.from_parts("SEQUENCE", Parameters(), vInt(spec.sequence))),
