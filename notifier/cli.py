@@ -39,14 +39,20 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a Celery worker (same as `celery -A worker worker`); extra options go to Celery."""
+    """Run a Celery worker (same as `celery -A worker worker`); extra options go to Celery.
+
+    Exits with the worker's status: non-zero after an unrecoverable error, so that a
+    supervisor restarting on failure brings it back."""
     from notifier.tasks import QUEUE, create_app
 
     app = create_app(_settings())
     args = list(ctx.args)
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in args):
         args += ["-Q", QUEUE]
-    app.worker_main(["worker", *args])
+    # Not app.worker_main(): it drops the status that app.start() returns, so a worker that
+    # stopped on "Unrecoverable error" exited 0.
+    code = app.start(["worker", *args])
+    sys.exit(code or app.notifier_runtime.exitcode or 0)
 
 
 def _read_events(stream: IO[str], known: Conferences) -> tuple[list[dict[str, Any]], list[str]]:

@@ -88,7 +88,8 @@ def compose(
     """
     facts = conference_facts(conference)
     rendered = renderer.render_notice(notice, facts, conference.tz)
-    smtputf8 = needs_smtputf8(notice.recipient.email)
+    sender = envelope_address(str(conference.organiser.email))
+    smtputf8 = needs_smtputf8(notice.recipient.email) or needs_smtputf8(sender)
     to_address = envelope_address(notice.recipient.email)
     mid = message_id(notice.key, conference.sender_domain)
     body = [mime.text_part("plain", rendered.text), mime.text_part("html", rendered.html)]
@@ -96,7 +97,7 @@ def compose(
     headers = [
         ("From", _from_header(conference)),
         ("To", mime.mailbox(notice.recipient.name, to_address, utf8=smtputf8)),
-        ("Reply-To", facts.contact_email),
+        ("Reply-To", envelope_address(facts.contact_email)),
         ("Subject", mime.header_text("Subject", rendered.subject)),
         ("Date", format_datetime(now)),
         ("Message-ID", mid),
@@ -114,8 +115,8 @@ def compose(
         data = _with_invite(ics, notice.invite.method, body, headers, boundary)
     return Composed(
         key=notice.key,
-        sender=str(conference.organiser.email),
-        # The envelope carries the ASCII (punycode) domain unless SMTPUTF8 is needed anyway.
+        # The envelope carries ASCII (A-label) domains: a relay without SMTPUTF8 takes them.
+        sender=sender,
         recipient=to_address,
         data=data,
         message_id=mid,
@@ -144,5 +145,6 @@ def _with_invite(
 @lru_cache(maxsize=32)
 def _from_header(conference: Conference) -> str:
     return mime.mailbox(
-        clean_sender_name(conference.organiser.name), str(conference.organiser.email)
+        clean_sender_name(conference.organiser.name),
+        envelope_address(str(conference.organiser.email)),
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -24,12 +24,55 @@ class DeadLetter:
     fields: tuple[str, ...]
     payload: Any
     purged_at: float | None = None  # set by a retention purge, which drops the payload
+    # The record as stored: a replay removes the letter only if it is still this record, so
+    # that the same event failing again meanwhile (same id, new time) is kept.
+    raw: str = field(default="", repr=False, compare=False)
+
+
+def event_of(payload: Any) -> dict[str, Any] | None:
+    """The event a payload holds, if it can hold one: an object, or JSON text of one.
+
+    A sender may publish the event as JSON text; the letter keeps it as it came.
+    """
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _describe(payload: Any) -> tuple[str, str]:
-    if isinstance(payload, dict):
-        return str(payload.get("id", ""))[:128], str(payload.get("type", ""))[:64]
+    event = event_of(payload)
+    if event is not None:
+        return str(event.get("id", ""))[:128], str(event.get("type", ""))[:64]
     return "", ""
+
+
+@dataclass
+class Replay:
+    """What a replay did with each chosen letter."""
+
+    replayed: list[str] = field(default_factory=list)
+    not_events: list[str] = field(default_factory=list)  # kept: the payload is no event
+    purged: list[str] = field(default_factory=list)  # kept for statistics, no payload
+    not_tried: list[str] = field(default_factory=list)  # kept: publishing failed first
+    error: str = ""  # why publishing failed
+
+    @property
+    def complete(self) -> bool:
+        return not (self.not_events or self.not_tried)
+
+
+# Deletes the letter only if it is still the record the replay read.
+_REMOVE_UNCHANGED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
 
 
 class DeadLetters:
@@ -72,6 +115,38 @@ class DeadLetters:
         pipe.zrem(keys.DEAD_ORDER, dl_id)
         pipe.execute()
 
+    def remove_unchanged(self, letter: DeadLetter) -> bool:
+        """Remove the letter if it is still as read; False if it changed or is gone."""
+        done = self.r.eval(_REMOVE_UNCHANGED, 2, keys.DEAD, keys.DEAD_ORDER, letter.id, letter.raw)
+        return bool(done)
+
+    def replay(
+        self, letters: Sequence[DeadLetter], send: Callable[[dict[str, Any]], None]
+    ) -> Replay:
+        """Hand each letter's event to `send` (which publishes it), then remove the letter.
+
+        A letter leaves only once `send` returned, so its event is on the queue. When `send`
+        raises, that letter and the rest stay; the error is reported, not raised.
+        """
+        report = Replay()
+        for i, letter in enumerate(letters):
+            event = event_of(letter.payload)
+            if letter.purged_at is not None:
+                report.purged.append(letter.id)
+                continue
+            if event is None:
+                report.not_events.append(letter.id)
+                continue
+            try:
+                send(event)
+            except Exception as exc:  # whatever the broker client raises: stop, keep the rest
+                report.error = f"{type(exc).__name__}: {exc}"
+                report.not_tried = [d.id for d in letters[i:] if d.purged_at is None]
+                return report
+            self.remove_unchanged(letter)
+            report.replayed.append(letter.id)
+        return report
+
     @staticmethod
     def _load(raw: str) -> DeadLetter:
         d = json.loads(raw)
@@ -84,4 +159,5 @@ class DeadLetters:
             tuple(d["fields"]),
             d["payload"],
             d.get("purged_at"),
+            raw,
         )

@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import jinja2
+import redis
 
 from notifier.compose import Composed, compose
 from notifier.conference import Conferences
 from notifier.errors import (
     ConfigError,
     DeliveryError,
+    DeliveryUnknown,
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
 from notifier.gate import Gate
 from notifier.logs import scrub
 from notifier.notice import Kind, Notice
-from notifier.outbox import AsyncOutbox, Claim
+from notifier.outbox import AsyncOutbox, Claim, Settlement
 from notifier.plan import Seat, current_invite
 from notifier.recipients import mask
 from notifier.render import Renderer
@@ -52,35 +54,84 @@ class Delivery:
         self.renderer = renderer
         self.clock = clock
         self.rand = rand
-        self._recording: list[asyncio.Future[Any]] = []
+        self._recording: list[tuple[Claim, str, asyncio.Future[Any]]] = []
+        self._halted: redis.RedisError | None = None
 
     async def one(self, sender: Sender, key: str) -> None:
-        """Deliver one message if it can be claimed; record what happened."""
-        if not await self._admitted(key):
+        """Deliver one message if it can be claimed; record what happened.
+
+        Whatever goes wrong after the claim settles the message. A store error is not
+        raised here (that would cancel the other sessions' transactions mid-way): it halts
+        the run, sends under way finish and record (retried while Redis comes back), and
+        `settle` raises it. A claim that cannot be recorded stays with its lease, which is no
+        longer renewed, and the sweeper hands it on.
+        """
+        try:
+            if not await self._admitted(key):
+                return
+            claim = await self.outbox.claim(key)
+        except redis.RedisError as exc:
+            self._halt(exc)
             return
-        now = self.clock()
-        claim = await self.outbox.claim(key, now.timestamp())
-        if claim is None:
+        if claim is not None:
+            await self._claimed(sender, claim)
+
+    async def _claimed(self, sender: Sender, claim: Claim) -> None:
+        keeper = _LeaseKeeper(self.outbox, claim)
+        outcomes: list[Outcome] = []  # what the relay said, once it has said it
+        try:
+            await self._deliver(sender, claim, outcomes)
+        except redis.RedisError as exc:
+            self._halt(exc)
+        except Exception as exc:  # a bug: retrying would not help, leaving it stuck is worse
+            await self._settle_after_bug(claim, exc, outcomes)
+        finally:
+            keeper.stop()
+
+    def _halt(self, exc: redis.RedisError) -> None:
+        if self._halted is None:
+            log.warning("store error: this run takes no more messages: %s", exc)
+            self._halted = exc
+
+    def halted(self) -> bool:
+        """True once a store error stopped this run from taking more messages."""
+        return self._halted is not None
+
+    async def _settle_after_bug(
+        self, claim: Claim, exc: Exception, outcomes: list[Outcome]
+    ) -> None:
+        if outcomes and isinstance(outcomes[0], Sent):  # the relay has it, whatever broke after
+            log.exception("sent %s, then failed to record it", claim.key, extra={"key": claim.key})
+            await self._finish(claim, Settlement("sent", outcomes[0].reply))
             return
+        log.exception("cannot deliver %s", claim.key, extra={"key": claim.key, "state": "failed"})
+        await self._finish(claim, Settlement("failed", f"internal error: {_describe(exc)}"))
+
+    async def _deliver(self, sender: Sender, claim: Claim, outcomes: list[Outcome]) -> None:
         try:
             notice = self._resolve(claim)
             if notice is None:
-                await self._finish(claim, "skipped", "seat no longer held by this attendee")
+                await self._finish(
+                    claim, Settlement("skipped", "seat no longer held by this attendee")
+                )
                 return
-            msg = self._compose(notice, now)
+            msg = self._compose(notice, self.clock())
         except (jinja2.TemplateError, ConfigError) as exc:
             # A bug or a broken config, not a delivery failure: retrying would not help.
-            log.error("cannot compose %s: %s", key, exc, extra={"key": key, "state": "failed"})
-            await self._finish(claim, "failed", f"cannot compose: {exc}")
+            log.error(
+                "cannot compose %s: %s", claim.key, exc, extra={"key": claim.key, "state": "failed"}
+            )
+            await self._finish(claim, Settlement("failed", f"cannot compose: {exc}"))
             return
-        await self._record(claim, msg, await sender.send(msg))
+        outcomes.append(await sender.send(msg))
+        await self._record(claim, msg, outcomes[0])
 
     async def _admitted(self, key: str) -> bool:
         """Wait for this send's slot; False (message put back) while senders are paused."""
         admission = await self.gate.admit()
         if admission.paused_until:
-            due = admission.paused_until + self.rand()
-            await self.outbox.defer(key, self.clock().timestamp(), due)
+            due = admission.paused_until + self.rand()  # both in Redis's time
+            await self.outbox.defer(key, due)
             return False
         if admission.wait > 0:
             await asyncio.sleep(admission.wait)
@@ -128,9 +179,12 @@ class Delivery:
             )
             return
         assert isinstance(outcome, DeliveryError)
+        if isinstance(outcome, DeliveryUnknown):
+            await self._unknown(claim, outcome, fields)
+            return
         reply = scrub(outcome.reply)
         if isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts:
-            await self._finish(claim, "failed", outcome.reply)
+            await self._finish(claim, Settlement("failed", outcome.reply))
             log.warning(
                 "failed %s after %d attempt(s): %s",
                 claim.key,
@@ -146,13 +200,8 @@ class Delivery:
                 until,
                 extra={**fields, "reply": reply},
             )
-        delay = backoff(
-            claim.token,
-            base=self.settings.retry_base_seconds,
-            cap=self.settings.retry_max_seconds,
-            rand=self.rand,
-        )
-        await self._finish(claim, "retrying", outcome.reply, due=self.clock().timestamp() + delay)
+        delay = self._backoff(claim)
+        await self._finish(claim, Settlement("retrying", outcome.reply, delay))
         log.info(
             "retrying %s in %.0f s: %s",
             claim.key,
@@ -161,24 +210,109 @@ class Delivery:
             extra={**fields, "state": "retrying", "reply": reply},
         )
 
-    async def _finish(self, claim: Claim, state: str, reply: str, due: float = 0.0) -> None:
-        if not await self.outbox.finish(claim, state, reply, self.clock().timestamp(), due):
-            _lost(claim, state)
+    async def _unknown(
+        self, claim: Claim, outcome: DeliveryUnknown, fields: Mapping[str, object]
+    ) -> None:
+        """The relay may have it: resend at most `unknown_resends` times, then stop."""
+        delay = self._backoff(claim)
+        got = await self._finish(claim, Settlement("unknown", outcome.reply, delay))
+        state = "retrying" if got == 2 else "unknown"
+        log.warning(
+            "delivery of %s unknown (no reply to the final dot); %s",
+            claim.key,
+            f"resending once more in {delay:.0f} s" if got == 2 else "not resent",
+            extra={**fields, "state": state, "reply": scrub(outcome.reply)},
+        )
+
+    def _backoff(self, claim: Claim) -> float:
+        return backoff(
+            claim.token,
+            base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds,
+            rand=self.rand,
+        )
+
+    async def _finish(self, claim: Claim, end: Settlement) -> int:
+        got = await self._stubbornly(lambda: self.outbox.finish(claim, end))
+        if not got:
+            _lost(claim, end.state)
+        return got
+
+    async def _stubbornly(self, call: Callable[[], Awaitable[int]]) -> int:
+        """Record an outcome, waiting for a Redis that restarts: an outcome not recorded is
+        a message sent again once its lease runs out. Gives up at half the lease."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outbox.lease / 2
+        pause = 0.25
+        while True:
+            try:
+                return await call()
+            except (redis.ConnectionError, redis.TimeoutError):
+                if loop.time() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _record_soon(self, claim: Claim, reply: str) -> None:
-        done = self.outbox.finish_soon(claim, "sent", reply, self.clock().timestamp())
-
-        def check(f: asyncio.Future[Any]) -> None:
-            if not f.cancelled() and f.exception() is None and not f.result():
-                _lost(claim, "sent")
-
-        done.add_done_callback(check)
-        self._recording.append(done)
+        # Not awaited: it reaches Redis before the session's next call (see settle).
+        self._recording.append(
+            (claim, reply, self.outbox.finish_soon(claim, Settlement("sent", reply)))
+        )
 
     async def settle(self) -> None:
-        """Wait until every queued record is in Redis; the first error, if one failed."""
+        """Wait until every queued record is in Redis (recording again those a store error
+        stopped); then raise the store error that halted the run, if one did."""
         recording, self._recording = self._recording, []
-        await asyncio.gather(*recording)
+        results = await asyncio.gather(*(f for _, _, f in recording), return_exceptions=True)
+        for (claim, reply, _), got in zip(recording, results, strict=True):
+            if isinstance(got, redis.RedisError):
+                try:
+                    await self._finish(claim, Settlement("sent", reply))
+                except redis.RedisError as exc:
+                    self._halt(exc)
+            elif isinstance(got, BaseException):
+                raise got
+            elif not got:
+                _lost(claim, "sent")
+        halted, self._halted = self._halted, None
+        if halted is not None:
+            raise halted
+
+
+class _LeaseKeeper:
+    """Renews a claim's lease while its send runs (a relay may take minutes to answer the
+    final dot); a worker that stops or dies stops renewing, and the sweeper takes over."""
+
+    def __init__(self, outbox: AsyncOutbox, claim: Claim) -> None:
+        self.outbox = outbox
+        self.claim = claim
+        self.period = outbox.lease / 3
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.stopped = False
+        self.timer = self.loop.call_later(self.period, self._fire)
+
+    def _fire(self) -> None:
+        self.task = self.loop.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            held = await self.outbox.renew(self.claim)
+        except redis.RedisError as exc:  # try again next period; the lease still runs
+            log.warning("cannot renew the claim on %s: %s", self.claim.key, exc)
+            held = True
+        if held and not self.stopped:
+            self.timer = self.loop.call_later(self.period, self._fire)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.timer.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _lost(claim: Claim, state: str) -> None:

@@ -2,7 +2,10 @@
 
 Redis: the one on 127.0.0.1:6379 if it answers (database 13, emptied first), else a private
 redis-server on a free port. SMTP: a local server that stores each message as an .eml file.
-Then a real Celery worker, the sample events of examples/, and a table of who got what.
+Then a real Celery worker and the sample events of examples/: registrations, a substitution and
+a cancellation first, then a reminder batch (reminder.requested) once those are settled, so that
+the reminders go to whoever holds each seat by then. Last, who got which kind of mail, and where
+each one is saved.
 """
 
 from __future__ import annotations
@@ -14,24 +17,33 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import redis
+from celery import Celery
 from rich.console import Console
 
 from notifier import keys
+from notifier.compose import message_id
+from notifier.conference import Conferences
 from notifier.localredis import PrivateRedis, answers, server_binary
 from notifier.localworker import start_worker
-from notifier.outbox import text
+from notifier.notice import Kind
+from notifier.outbox import Outbox, text
 from notifier.settings import load_settings
 from notifier.sink import Sink
 from notifier.tasks import INGEST, QUEUE, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-out"
-EXAMPLES = ("registrations.jsonl", "substitution.jsonl", "cancellation.jsonl")
+# Published in two rounds: a reminder batch is planned from the seats as they are when it is
+# requested, so it waits until the registrations, the substitution and the cancellation are in.
+ROUNDS = (
+    ("registrations.jsonl", "substitution.jsonl", "cancellation.jsonl"),
+    ("reminder.jsonl",),
+)
 # The machine's Redis if one answers; overridable to try the fallback on a machine that has one.
 SHARED_URL = os.environ.get("NOTIFIER_DEMO_REDIS_URL", "redis://127.0.0.1:6379/13")
 console = Console()
@@ -76,9 +88,9 @@ def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def load_events() -> list[dict[str, object]]:
+def load_events(names: tuple[str, ...]) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
-    for name in EXAMPLES:
+    for name in names:
         for line in (ROOT / "examples" / name).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 events.append(json.loads(line))
@@ -93,55 +105,87 @@ def settled(client: redis.Redis, events: list[dict[str, object]]) -> bool:
     return sum(counts.get(s, 0) for s in ("queued", "sending", "retrying")) == 0
 
 
-def report(sink: Sink) -> None:
+def publish_and_wait(app: Celery, client: redis.Redis, names: tuple[str, ...]) -> None:
+    events = load_events(names)
+    for event in events:
+        app.send_task(INGEST, args=[event], queue=QUEUE)
+    plural = "" if len(events) == 1 else "s"
+    console.print(f"Published {len(events)} event{plural} from examples/ ({', '.join(names)})")
+    deadline = time.monotonic() + 60
+    while not settled(client, events):
+        if time.monotonic() > deadline:
+            console.print("[red]Timed out waiting for the worker; see demo-out/worker.log[/]")
+            sys.exit(1)
+        time.sleep(0.1)
+
+
+def kinds(client: redis.Redis, conferences: Conferences) -> dict[str, str]:
+    """The kind of every message in the outbox, by the Message-ID it was sent with."""
+    prefix = keys.message("")
+    found = [text(k).removeprefix(prefix) for k in client.scan_iter(match=f"{prefix}*")]
+    return {
+        message_id(r.key, conferences.get(r.notice.conference).sender_domain): r.kind
+        for r in Outbox(client).records(found)
+    }
+
+
+def report(sink: Sink, kind_of: dict[str, str]) -> bool:
+    """Who got which mail, grouped by kind; False if a kind was not sent at all."""
     console.print(f"\n[bold]{len(sink.received)} mails received by the local SMTP server:[/]")
+    by_kind: dict[str, list[str]] = {kind.value: [] for kind in Kind}
     for n, item in enumerate(sink.received, start=1):
         msg = message_from_bytes(item.data, policy=policy.default)
         cal = [p for p in msg.walk() if p.get_content_type() == "text/calendar"]
         invite = f"invite {cal[0].get_param('method')}" if cal else "no invite"
-        console.print(
-            f"{n:2d}. [cyan]{', '.join(item.recipients)}[/] ({invite}) demo-out/mail/{n:05d}.eml",
-            highlight=False,
+        line = f"demo-out/mail/{n:05d}.eml [cyan]{', '.join(item.recipients)}[/] ({invite})"
+        by_kind.setdefault(kind_of.get(str(msg["Message-ID"]), "unknown"), []).append(
+            f"{line}\n      {msg['Subject']}"
         )
-        console.print(f"    {msg['Subject']}", highlight=False)
+    for kind, lines in by_kind.items():
+        console.print(f"\n[bold]{kind}[/] ({len(lines)})", highlight=False)
+        for line in lines:
+            console.print(f"  - {line}", highlight=False, soft_wrap=True)
+    missing = [kind.value for kind in Kind if not by_kind[kind.value]]
+    if missing:
+        console.print(f"\n[red]No mail of kind {', '.join(missing)}; see demo-out/worker.log[/]")
+    else:
+        console.print(f"\nEvery kind of mail was sent: {', '.join(by_kind)}.", soft_wrap=True)
+    return not missing
+
+
+def run(stack: ExitStack) -> bool:
+    url = stack.enter_context(redis_url())
+    sink = stack.enter_context(Sink(folder=OUT / "mail"))
+    console.print(f"SMTP: local server on 127.0.0.1:{sink.port}, mails saved in demo-out/mail/")
+    env = {
+        **os.environ,
+        "NOTIFIER_BROKER_URL": url,
+        "NOTIFIER_SMTP_HOST": "127.0.0.1",
+        "NOTIFIER_SMTP_PORT": str(sink.port),
+        "NOTIFIER_SMTP_TLS": "none",
+    }
+    stack.enter_context(worker(env))
+    settings = load_settings(env)
+    app = stack.enter_context(closing(create_app(settings)))
+    client = stack.enter_context(closing(redis.Redis.from_url(url)))
+    for names in ROUNDS:
+        publish_and_wait(app, client, names)
+    return report(sink, kinds(client, Conferences(settings.conferences_dir)))
 
 
 def main() -> None:
     started = time.monotonic()
-    events = load_events()
     for old in (OUT / "mail").glob("*.eml"):
         old.unlink()
     OUT.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        url = stack.enter_context(redis_url())
-        sink = stack.enter_context(Sink(folder=OUT / "mail"))
-        console.print(f"SMTP: local server on 127.0.0.1:{sink.port}, mails saved in demo-out/mail/")
-        env = {
-            **os.environ,
-            "NOTIFIER_BROKER_URL": url,
-            "NOTIFIER_SMTP_HOST": "127.0.0.1",
-            "NOTIFIER_SMTP_PORT": str(sink.port),
-            "NOTIFIER_SMTP_TLS": "none",
-        }
-        stack.enter_context(worker(env))
-        app = create_app(load_settings(env))
-        for event in events:
-            app.send_task(INGEST, args=[event], queue=QUEUE)
-        console.print(f"Published {len(events)} events from examples/ ({', '.join(EXAMPLES)})")
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 60
-        while not settled(client, events):
-            if time.monotonic() > deadline:
-                console.print("[red]Timed out waiting for the worker; see demo-out/worker.log[/]")
-                sys.exit(1)
-            time.sleep(0.1)
-        client.close()
-        app.close()
-        report(sink)
+        complete = run(stack)
     console.print(
         f"\nDone in {time.monotonic() - started:.1f} s, everything started is stopped. "
         "Open a .eml file in a mail program; the worker's log is demo-out/worker.log."
     )
+    if not complete:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

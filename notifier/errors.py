@@ -5,9 +5,13 @@
     NotifierError                  base; never raised directly
     ├── ConfigError                a setting or a conference file is wrong; names the variable/field
     ├── InvalidEvent               an event fails validation; .errors lists (field, reason)
+    ├── StoreUnavailable           Redis did not take a write or answer (down, OOM, READONLY):
+                                   the task is retried, the event stays on the queue
     └── DeliveryError              .smtp_code, .reply: an SMTP delivery did not succeed
         ├── TemporaryDeliveryError retried with backoff
-        └── PermanentDeliveryError recorded as failed, never retried
+        ├── PermanentDeliveryError recorded as failed, never retried
+        └── DeliveryUnknown        no reply to the final dot: the relay may have the message;
+                                   resent at most NOTIFIER_UNKNOWN_RESENDS times, then `unknown`
 
 Third-party exceptions (pydantic, aiosmtplib, redis) are translated into these at the boundary.
 """
@@ -51,13 +55,36 @@ class TemporaryDeliveryError(DeliveryError):
     """Worth trying again later: 4xx replies, timeouts, lost connections, relay down.
 
     `slow_down` is set when the relay said we are too many or too fast (Microsoft's 432):
-    then every sender pauses, instead of hammering it with retries.
+    then every sender pauses, instead of hammering it with retries. `out_of_step` is set when
+    the reply shows that our session and the server disagree on where the dialogue is (503
+    and kin): a fault of the session, never a verdict on the recipient.
     """
 
-    def __init__(self, reply: str, smtp_code: int | None = None, *, slow_down: bool = False):
+    def __init__(
+        self,
+        reply: str,
+        smtp_code: int | None = None,
+        *,
+        slow_down: bool = False,
+        out_of_step: bool = False,
+    ):
         super().__init__(reply, smtp_code)
         self.slow_down = slow_down
+        self.out_of_step = out_of_step
 
 
 class PermanentDeliveryError(DeliveryError):
     """Trying again will not help: 5xx for this recipient or this message."""
+
+
+class DeliveryUnknown(DeliveryError):
+    """The message was handed over (the final dot was sent) but no reply came: the relay may
+    have stored it. Resending risks a duplicate, not resending risks a loss, so it is resent
+    a bounded number of times and then recorded as `unknown`, never as failed."""
+
+
+class StoreUnavailable(NotifierError):
+    """Redis could not apply an event (down, out of memory, read-only after a failover).
+
+    Never a verdict on the event: it stays on the queue and is retried, and is not made a
+    dead letter (which would need the same store)."""

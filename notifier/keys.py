@@ -9,6 +9,7 @@ SENDING = f"{PREFIX}:sending"  # zset: message key -> lease deadline (epoch s)
 RETRY = f"{PREFIX}:retry"  # zset: message key -> due time (epoch s)
 QUEUED = f"{PREFIX}:queued"  # zset: message key -> enqueued at (epoch s), for the sweeper
 FAILED = f"{PREFIX}:failed"  # set: keys of failed messages, for status
+UNKNOWN = f"{PREFIX}:unknown"  # set: keys of messages whose delivery is unknown, for status
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
 DEAD_ORDER = f"{PREFIX}:dead:order"  # zset: dead-letter id -> time

@@ -57,6 +57,10 @@ class Notice:
     successor: Person | None = None
     occurred_at: datetime | None = None
     batch: str | None = None
+    # False on a substitution_in notice whose recipient registered the seat first (it came
+    # back to them): their data did not come from a colleague, so the privacy notice about
+    # data received from a colleague (GDPR art. 14) must not be shown.
+    from_colleague: bool = True
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -79,6 +83,8 @@ class Notice:
                 datetime.fromisoformat(data["occurred_at"]) if data.get("occurred_at") else None
             ),
             batch=data.get("batch"),
+            # Notices stored before the flag existed keep the old wording.
+            from_colleague=bool(data.get("from_colleague", True)),
         )
 
 

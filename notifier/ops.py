@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import redis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from notifier import danish
 from notifier.batches import Batches, batch_key
 from notifier.compose import compose
 from notifier.conference import Conference, Conferences
-from notifier.deadletter import DeadLetters
+from notifier.deadletter import DeadLetters, Replay
 from notifier.errors import ConfigError
 from notifier.notice import Kind, Notice
 from notifier.outbox import Outbox
@@ -27,10 +36,22 @@ from notifier.purge import PurgeRefused, purge
 from notifier.render import renderer
 from notifier.roster import Roster
 from notifier.settings import Settings
-from notifier.status import Status, status
+from notifier.status import Failure, Status, status
 
 console = Console()
 DEFAULT_BATCH = "reminder"
+WAITING = "waiting for a worker to plan the batch"
+POLL_SECONDS = 0.2
+# How long `remind` waits for Redis to answer again before it stops following (the workers go
+# on with the batch either way). A restart from the AOF is over in seconds.
+RECONNECT_SECONDS = 300.0
+# A restarting Redis refuses connections, resets them, or answers LOADING (BusyLoadingError,
+# a ConnectionError): all of them mean "ask again shortly".
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Publishing through a Redis restart: kombu retries with these pauses (about half a minute in
+# all). A publish that landed before its error is repeated harmlessly: events are idempotent.
+PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 1}
+T = TypeVar("T")
 
 
 def _conference(settings: Settings, slug: str) -> Conference:
@@ -41,13 +62,27 @@ def _conference(settings: Settings, slug: str) -> Conference:
         raise click.ClickException(f"{exc} (known: {', '.join(known.slugs()) or 'none'})") from None
 
 
-def _client(settings: Settings) -> redis.Redis:
+def _client(settings: Settings, wait: float = 0.0) -> redis.Redis:
+    """A client that has answered a PING; it is tried for up to `wait` s while Redis is down."""
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise click.ClickException(f"cannot reach Redis at NOTIFIER_REDIS_URL: {exc}") from None
+    _retrying(client.ping, wait, "cannot reach Redis at NOTIFIER_REDIS_URL")
     return client
+
+
+def _retrying(call: Callable[[], T], wait: float, failure: str) -> T:
+    """call(), tried again for up to `wait` seconds while Redis is down or restarting."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            return call()
+        except (redis.RedisError, OSError) as exc:
+            if not isinstance(exc, REDIS_DOWN) or time.monotonic() >= deadline:
+                raise click.ClickException(f"{failure}: {exc}") from None
+            if not said:
+                console.print(f"Redis does not answer; retrying for at most {wait:.0f} s")
+                said = True
+        time.sleep(POLL_SECONDS)
 
 
 def refuse_if_past(conf: Conference, now: datetime, allow_past: bool) -> None:
@@ -85,9 +120,8 @@ def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> N
     console.print(f"Sample mail (to registration {seat.registration}): {out}")
 
 
-def follow(client: redis.Redis, key: str, timeout: float) -> Status:
-    """Show a progress bar until every message of the batch is settled."""
-    columns = (
+def _columns() -> tuple[ProgressColumn, ...]:
+    return (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -97,37 +131,84 @@ def follow(client: redis.Redis, key: str, timeout: float) -> Status:
         ),
         TimeElapsedColumn(),
     )
+
+
+class _Outage:
+    """Since when Redis has not answered `remind`: shown on the bar, and bounded."""
+
+    def __init__(self, key: str, limit: float) -> None:
+        self.key = key
+        self.limit = limit
+        self.since: float | None = None
+
+    def lost(self, exc: Exception) -> str:
+        """The bar's description while reconnecting; gives up after `limit` seconds."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            console.print(
+                f"Redis does not answer ({type(exc).__name__}): reconnecting for at most "
+                f"{self.limit:.0f} s. The workers go on with the batch meanwhile.",
+                highlight=False,
+            )
+        away = now - self.since
+        if away > self.limit:
+            raise click.ClickException(
+                f"Redis has not answered for {away:.0f} s; stopped following. The batch "
+                f"goes on: `notifier status --batch {self.key}`"
+            )
+        return f"reconnecting to Redis ({away:.0f} s of at most {self.limit:.0f} s)"
+
+    def back(self) -> None:
+        if self.since is not None:
+            away = time.monotonic() - self.since
+            console.print(f"Redis answers again after {away:.0f} s; following on.")
+            self.since = None
+
+
+def follow(
+    client: redis.Redis, key: str, timeout: float, *, reconnect: float = RECONNECT_SECONDS
+) -> Status:
+    """Show a progress bar until every message of the batch is settled. When Redis stops
+    answering (a restart), the bar says it is reconnecting, for at most `reconnect` s."""
     deadline = time.monotonic() + timeout
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(
-            "waiting for a worker to plan the batch",
-            total=None,
-            sent=0,
-            failed=0,
-            skipped=0,
-            retrying=0,
-        )
+    outage = _Outage(key, reconnect)
+    with Progress(*_columns(), console=console, transient=False) as bar:
+        task = bar.add_task(WAITING, total=None, sent=0, failed=0, skipped=0, retrying=0)
         while True:
-            st = _batch_status(client, key)
-            if st is not None and st.batch is not None and st.batch.state == "planned":
-                bar.update(
-                    task,
-                    description=f"reminders {key}",
-                    total=st.batch.total,
-                    completed=st.finished,
-                    sent=st.counts["sent"],
-                    failed=st.counts["failed"],
-                    skipped=st.counts["skipped"],
-                    retrying=st.counts["retrying"],
-                )
-                if st.done:
+            try:
+                st = _batch_status(client, key)
+            except REDIS_DOWN as exc:
+                bar.update(task, description=outage.lost(exc))
+            else:
+                outage.back()
+                if _show(bar, task, key, st):
+                    assert st is not None
                     return st
             if time.monotonic() > deadline:
                 raise click.ClickException(
                     f"gave up following after {timeout:.0f} s; the batch "
                     f"goes on: `notifier status --batch {key}`"
                 )
-            time.sleep(0.2)
+            time.sleep(POLL_SECONDS)
+
+
+def _show(bar: Progress, task: TaskID, key: str, st: Status | None) -> bool:
+    """Put the batch's counts on the bar; True once every message is settled."""
+    if st is None or st.batch is None or st.batch.state != "planned":
+        bar.update(task, description=WAITING)
+        return False
+    bar.update(
+        task,
+        description=f"reminders {key}",
+        total=st.batch.total,
+        completed=st.finished,
+        sent=st.counts["sent"],
+        failed=st.counts["failed"],
+        skipped=st.counts["skipped"],
+        retrying=st.counts["retrying"],
+    )
+    return st.done
 
 
 def _batch_status(client: redis.Redis, key: str) -> Status | None:
@@ -146,13 +227,21 @@ def print_status(st: Status, title: str) -> None:
     if st.batch is not None:
         table.add_row("[bold]batch size[/]", str(st.batch.total))
     console.print(table)
-    if st.failures:
-        failed = Table(title="failed")
-        for col in ("registration", "recipient", "attempts", "last SMTP reply"):
-            failed.add_column(col)
-        for f in st.failures:
-            failed.add_row(f.registration, f.recipient, str(f.attempts), f.reply)
-        console.print(failed)
+    for title, rows in (
+        ("failed", st.failures),
+        ("delivery unknown: the relay may have these (no reply to the final dot)", st.unknown),
+    ):
+        if rows:
+            console.print(_message_table(title, rows))
+
+
+def _message_table(title: str, rows: tuple[Failure, ...]) -> Table:
+    table = Table(title=title)
+    for col in ("registration", "recipient", "attempts", "last SMTP reply"):
+        table.add_column(col)
+    for f in rows:
+        table.add_row(f.registration, f.recipient, str(f.attempts), f.reply)
+    return table
 
 
 def remind_command(
@@ -184,15 +273,17 @@ def remind_command(
         f"Requested batch {key}. The same command again sends nothing new; "
         "use --batch to send another round."
     )
-    client = _client(settings)
+    client = _client(settings, wait=RECONNECT_SECONDS)
     follow(client, key, timeout)
-    st = status(client, key)
+    st = _retrying(lambda: status(client, key), RECONNECT_SECONDS, "cannot read the summary")
     print_status(st, f"batch {key}")
     if st.failures:
         sys.exit(1)
 
 
 def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
+    from kombu.exceptions import OperationalError
+
     from notifier.tasks import INGEST, QUEUE, create_app
 
     app = create_app(settings)
@@ -200,8 +291,15 @@ def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2)
             for event in events:
-                app.send_task(INGEST, args=[event], queue=QUEUE, connection=conn)
-    except (OSError, redis.RedisError) as exc:
+                app.send_task(
+                    INGEST,
+                    args=[event],
+                    queue=QUEUE,
+                    connection=conn,
+                    retry=True,
+                    retry_policy=PUBLISH_RETRY,
+                )
+    except (OSError, redis.RedisError, OperationalError) as exc:
         raise click.ClickException(f"cannot reach the broker: {exc}") from None
     finally:
         app.close()
@@ -224,11 +322,23 @@ def dead_letters_command(settings: Settings, replay: str | None, replay_all: boo
             raise click.ClickException(f"no dead letter {replay}")
         if replay and chosen[0].purged_at is not None:
             raise click.ClickException(f"dead letter {replay} was purged: nothing to replay")
-        chosen = [d for d in chosen if d.purged_at is None]  # kept for statistics only
-        publish_events(settings, [d.payload for d in chosen if isinstance(d.payload, dict)])
-        for d in chosen:
-            dead.remove(d.id)
-        console.print(f"replayed {len(chosen)} event(s); any that fail again come back here")
+        from notifier.tasks import INGEST, QUEUE, create_app
+
+        app = create_app(settings)
+        try:
+            with app.connection_for_write() as conn:
+
+                def send(event: dict[str, Any]) -> None:
+                    # Returns once the broker holds the task: only then may the letter go.
+                    conn.ensure_connection(max_retries=2)
+                    app.send_task(INGEST, args=[event], queue=QUEUE, connection=conn)
+
+                report = dead.replay(chosen, send)
+        finally:
+            app.close()
+        _print_replay(report)
+        if not report.complete:
+            sys.exit(1)
         return
     table = Table(title=f"{len(letters)} dead letter(s)")
     for col in ("id", "time (UTC)", "type", "event id", "fields", "reason"):
@@ -239,6 +349,27 @@ def dead_letters_command(settings: Settings, replay: str | None, replay_all: boo
             d.id, at, d.event_type or "?", d.event_id or "?", ", ".join(d.fields), d.reason
         )
     console.print(table)
+
+
+def _print_replay(report: Replay) -> None:
+    console.print(
+        f"replayed {len(report.replayed)} event(s); any that fail again come back here",
+        highlight=False,
+    )
+    if report.not_events:
+        console.print(
+            f"not replayed, kept: {len(report.not_events)} whose payload is not an event "
+            f"(a JSON object): {', '.join(report.not_events)}",
+            highlight=False,
+        )
+    if report.not_tried:
+        console.print(
+            f"not replayed, kept: {len(report.not_tried)} after publishing failed "
+            f"(cannot reach the broker: {report.error}): {', '.join(report.not_tried)}",
+            highlight=False,
+        )
+    if report.purged:
+        console.print(f"skipped {len(report.purged)} purged letter(s), kept for statistics")
 
 
 def parse_now(value: str | None) -> datetime:

@@ -1,17 +1,21 @@
 """What an event means: the new state of a seat and the notices to send. Pure functions.
 
 A seat is one registration's place at a conference: who holds it now, the invite UID and
-SEQUENCE of every attendee it has been sent to, and the time of the last event applied.
-Events may come late or twice; `occurred_at` decides which facts are newer.
+SEQUENCE of every attendee it has been sent to, and the facts (applied events) it was built
+from. Events may come late, twice, or with equal `occurred_at`. The seat's state is its facts
+replayed in time order, equal times in the order they arrived, so every arrival order ends in
+the same state. Each event's notices bring the invites already sent in line with the new
+state: a CANCEL for an invite that no longer stands, a REQUEST for the one that should.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from notifier.conference import Conference
 from notifier.events import (
@@ -24,29 +28,104 @@ from notifier.recipients import same_address
 
 log = logging.getLogger(__name__)
 
+Status = Literal["active", "cancelled"]
+FactKind = Literal["created", "substituted", "cancelled", "snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One applied event as its seat remembers it.
+
+    A snapshot stands for a seat stored before seats kept their facts: its state at `as_of`,
+    with nothing known about how it got there.
+    """
+
+    kind: FactKind
+    at: datetime
+    attendee: Person | None = None  # created, substituted: who holds the seat after it
+    previous: Person | None = None  # substituted: who passed the seat on
+    status: Status = "active"  # snapshot only
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "at": self.at.isoformat()}
+        if self.attendee is not None:
+            d["attendee"] = _person_dict(self.attendee)
+        if self.previous is not None:
+            d["previous"] = _person_dict(self.previous)
+        if self.kind == "snapshot":
+            d["status"] = self.status
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fact:
+        return cls(
+            d["kind"],
+            datetime.fromisoformat(d["at"]),
+            Person(**d["attendee"]) if d.get("attendee") else None,
+            Person(**d["previous"]) if d.get("previous") else None,
+            d.get("status", "active"),
+        )
+
+
+def _person_dict(person: Person) -> dict[str, str | None]:
+    return {"name": person.name, "email": person.email, "organisation": person.organisation}
+
 
 @dataclass(frozen=True, slots=True)
 class Seat:
     registration: str
     attendee: Person
-    status: Literal["active", "cancelled"]
-    as_of: datetime
+    status: Status
+    as_of: datetime  # the newest fact's time
     sequences: dict[str, int] = field(default_factory=dict)  # invite UID -> last SEQUENCE
     registered_at: datetime | None = None  # first fact about this registration
+    facts: tuple[Fact, ...] = ()  # in arrival order; empty for a seat stored before facts
+
+    @property
+    def history(self) -> tuple[Fact, ...]:
+        """The facts, or for an old record a snapshot of its state."""
+        if self.facts:
+            return self.facts
+        return (Fact("snapshot", self.as_of, self.attendee, status=self.status),)
+
+    @property
+    def first_registrant(self) -> Person | None:
+        """Who registered the seat: the attendee of the earliest creation, or (when no creation
+        arrived) whoever passed the seat on in the earliest substitution. None when the facts
+        cannot tell (an old record, whose earlier facts are unknown)."""
+        facts = _in_time_order(self.history)
+        if any(f.kind == "snapshot" for f in facts):
+            return None
+        for kind in ("created", "substituted"):
+            for f in facts:
+                if f.kind == kind:
+                    return f.attendee if kind == "created" else f.previous
+        return None
+
+    def with_people(self, change: Callable[[Person], Person]) -> Seat:
+        """The seat with every person in it replaced (for anonymising)."""
+
+        def fact(f: Fact) -> Fact:
+            return replace(
+                f,
+                attendee=change(f.attendee) if f.attendee else None,
+                previous=change(f.previous) if f.previous else None,
+            )
+
+        return replace(
+            self, attendee=change(self.attendee), facts=tuple(fact(f) for f in self.facts)
+        )
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "registration": self.registration,
-                "attendee": {
-                    "name": self.attendee.name,
-                    "email": self.attendee.email,
-                    "organisation": self.attendee.organisation,
-                },
+                "attendee": _person_dict(self.attendee),
                 "status": self.status,
                 "as_of": self.as_of.isoformat(),
                 "sequences": self.sequences,
                 "registered_at": (self.registered_at or self.as_of).isoformat(),
+                "facts": [f.to_dict() for f in self.facts],
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -64,6 +143,7 @@ class Seat:
             as_of,
             dict(d["sequences"]),
             datetime.fromisoformat(registered) if registered else as_of,
+            tuple(Fact.from_dict(f) for f in d.get("facts", ())),
         )
 
 
@@ -76,61 +156,56 @@ class Plan:
     note: str = ""
 
 
+# -- the state: facts replayed in time order -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    attendee: Person
+    status: Status
+    via: Fact  # the fact that gave the seat its attendee
+
+
+def _in_time_order(facts: Iterable[Fact]) -> list[Fact]:
+    # sorted() is stable: facts with equal times keep their arrival order.
+    return sorted(facts, key=lambda f: f.at)
+
+
+def fold(facts: Iterable[Fact]) -> State | None:
+    """The seat's state after its facts, applied in time order (ties in arrival order)."""
+    state: State | None = None
+    for fact in _in_time_order(facts):
+        state = _step(state, fact)
+    return state
+
+
+def _step(state: State | None, fact: Fact) -> State | None:
+    if fact.kind == "cancelled":
+        # A cancellation before anyone held the seat cancels nothing (it is a dead letter
+        # when it arrives first).
+        return replace(state, status="cancelled") if state else None
+    assert fact.attendee is not None
+    if fact.kind == "snapshot":
+        return State(fact.attendee, fact.status, fact)
+    if fact.previous is not None and same_address(fact.previous.email, fact.attendee.email):
+        return state
+    if state is not None and state.status == "active":
+        if same_address(state.attendee.email, fact.attendee.email):
+            return state  # confirmed again: nothing changes
+    elif state is not None and fact.kind == "substituted":
+        return state  # a cancelled registration is not revived by a substitution
+    return State(fact.attendee, "active", fact)
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
 def _uid(conference: Conference, registration: str, person: Person) -> str:
     return invite_uid(conference.slug, registration, person.email, conference.sender_domain)
 
 
 def _next_sequence(sequences: dict[str, int], uid: str) -> int:
     return sequences[uid] + 1 if uid in sequences else 0
-
-
-def plan_created(event: RegistrationCreated, seat: Seat | None, conf: Conference) -> Plan:
-    reg = event.registration.id
-    person = Person.of(event.registration.attendee)
-    if seat is not None and seat.as_of >= event.occurred_at:
-        return Plan(None, note="newer facts already applied: no confirmation")
-    if (
-        seat is not None
-        and seat.status == "active"
-        and same_address(seat.attendee.email, person.email)
-    ):
-        return Plan(None, note="already confirmed to this attendee")
-    sequences = dict(seat.sequences) if seat else {}
-    uid = _uid(conf, reg, person)
-    spec = InviteSpec("REQUEST", uid, _next_sequence(sequences, uid))
-    sequences[uid] = spec.sequence
-    notice = Notice(
-        f"{event.id}:confirmation",
-        Kind.CONFIRMATION,
-        conf.slug,
-        reg,
-        person,
-        invite=spec,
-        occurred_at=event.occurred_at,
-    )
-    notices = [notice]
-    if seat is not None and seat.status == "active":
-        # A newer creation names someone else: the seat changed hands, so the previous
-        # holder's invite is cancelled as in a substitution.
-        notices.insert(
-            0,
-            Notice(
-                f"{event.id}:out-roster",
-                Kind.SUBSTITUTION_OUT,
-                conf.slug,
-                reg,
-                seat.attendee,
-                invite=_cancel_for(conf, reg, seat.attendee, sequences),
-                successor=person,
-                occurred_at=event.occurred_at,
-            ),
-        )
-    registered = min(seat.registered_at or seat.as_of, event.occurred_at) if seat else None
-    new_seat = Seat(
-        reg, person, "active", event.occurred_at, sequences, registered or event.occurred_at
-    )
-    note = "creation replaced the seat's attendee" if len(notices) > 1 else ""
-    return Plan(new_seat, tuple(notices), note)
 
 
 def _cancel_for(
@@ -144,80 +219,27 @@ def _cancel_for(
     return spec
 
 
+def _request_for(
+    conf: Conference, reg: str, person: Person, sequences: dict[str, int]
+) -> InviteSpec:
+    uid = _uid(conf, reg, person)
+    spec = InviteSpec("REQUEST", uid, _next_sequence(sequences, uid))
+    sequences[uid] = spec.sequence
+    return spec
+
+
+def plan_created(event: RegistrationCreated, seat: Seat | None, conf: Conference) -> Plan:
+    fact = Fact("created", event.occurred_at, Person.of(event.registration.attendee))
+    return _apply(event.id, event.registration.id, fact, seat, conf)
+
+
 def plan_substituted(event: RegistrationSubstituted, seat: Seat | None, conf: Conference) -> Plan:
-    reg = event.registration.id
     leaving = Person.of(event.registration.previous_attendee)
     coming = Person.of(event.registration.attendee)
     if same_address(leaving.email, coming.email):
         return Plan(None, note="substitution to the same address: nothing to do")
-    if seat is not None and seat.as_of >= event.occurred_at:
-        return Plan(None, note="newer facts already applied: substitution ignored")
-    if seat is not None and seat.status == "cancelled":
-        return Plan(None, note="registration is cancelled: substitution ignored")
-    if seat is not None and same_address(seat.attendee.email, coming.email):
-        return Plan(None, note="the colleague already holds the seat: nothing to do")
-    sequences = dict(seat.sequences) if seat else {}
-    at = event.occurred_at
-    notices = [
-        Notice(
-            f"{event.id}:out",
-            Kind.SUBSTITUTION_OUT,
-            conf.slug,
-            reg,
-            leaving,
-            invite=_cancel_for(conf, reg, leaving, sequences),
-            successor=coming,
-            occurred_at=at,
-        ),
-    ]
-    if (
-        seat is not None
-        and not same_address(seat.attendee.email, leaving.email)
-        and not same_address(seat.attendee.email, coming.email)
-    ):
-        # The roster had someone else: their invite must not stay behind either.
-        stray = seat.attendee
-        notices.append(
-            Notice(
-                f"{event.id}:out-roster",
-                Kind.SUBSTITUTION_OUT,
-                conf.slug,
-                reg,
-                stray,
-                invite=_cancel_for(conf, reg, stray, sequences),
-                successor=coming,
-                occurred_at=at,
-            )
-        )
-    uid = _uid(conf, reg, coming)
-    spec = InviteSpec("REQUEST", uid, _next_sequence(sequences, uid))
-    sequences[uid] = spec.sequence
-    organiser = Person(conf.organiser.name, str(conf.organiser.email))
-    notices += [
-        Notice(
-            f"{event.id}:in",
-            Kind.SUBSTITUTION_IN,
-            conf.slug,
-            reg,
-            coming,
-            invite=spec,
-            previous=leaving,
-            occurred_at=at,
-        ),
-        Notice(
-            f"{event.id}:copy",
-            Kind.SUBSTITUTION_COPY,
-            conf.slug,
-            reg,
-            organiser,
-            previous=leaving,
-            successor=coming,
-            occurred_at=at,
-        ),
-    ]
-    note = "roster's attendee differed from previous_attendee" if len(notices) == 4 else ""
-    registered = (seat.registered_at or seat.as_of) if seat else at
-    return Plan(Seat(reg, coming, "active", at, sequences, registered), tuple(notices), note)
+    fact = Fact("substituted", event.occurred_at, coming, leaving)
+    return _apply(event.id, event.registration.id, fact, seat, conf)
 
 
 def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Conference) -> Plan:
@@ -225,24 +247,160 @@ def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Confer
     reg = event.registration.id
     if seat is None:
         raise LookupError(f"registration {reg} is unknown: no attendee to notify")
-    if seat.as_of >= event.occurred_at:
-        return Plan(None, note="newer facts already applied: cancellation ignored")
-    if seat.status == "cancelled":
-        return Plan(None, note="already cancelled")
-    sequences = dict(seat.sequences)
-    spec = _cancel_for(conf, reg, seat.attendee, sequences)
-    notice = Notice(
-        f"{event.id}:cancel",
-        Kind.CANCELLATION,
-        conf.slug,
+    return _apply(event.id, reg, Fact("cancelled", event.occurred_at), seat, conf)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One event's fact applied to a seat: what stood before, what stands now."""
+
+    event_id: str
+    conf: Conference
+    reg: str
+    fact: Fact
+    old: Seat | None
+    new: State
+    first: Person | None
+    sequences: dict[str, int]  # filled in as notices are planned
+
+    def notice(
+        self,
+        suffix: str,
+        kind: Kind,
+        recipient: Person,
+        invite: InviteSpec | None = None,
+        *,
+        previous: Person | None = None,
+        successor: Person | None = None,
+        at: datetime | None = None,
+        from_colleague: bool = True,
+    ) -> Notice:
+        return Notice(
+            f"{self.event_id}:{suffix}",
+            kind,
+            self.conf.slug,
+            self.reg,
+            recipient,
+            invite,
+            previous,
+            successor,
+            at or self.fact.at,
+            from_colleague=from_colleague,
+        )
+
+
+def _apply(event_id: str, reg: str, fact: Fact, seat: Seat | None, conf: Conference) -> Plan:
+    facts = (*(seat.history if seat else ()), fact)
+    new = fold(facts)
+    if new is None:  # only a cancellation can leave no state, and it needs a seat
+        raise LookupError(f"registration {reg} is unknown: no attendee to notify")
+    stub = Seat(reg, new.attendee, new.status, fact.at, facts=facts)
+    change = _Change(
+        event_id,
+        conf,
         reg,
-        seat.attendee,
-        invite=spec,
-        occurred_at=event.occurred_at,
+        fact,
+        seat,
+        new,
+        stub.first_registrant,
+        dict(seat.sequences) if seat else {},
     )
-    return Plan(
-        replace(seat, status="cancelled", as_of=event.occurred_at, sequences=sequences), (notice,)
+    notices = [*_leaving(change), *_coming(change)]
+    registered = seat.registered_at or seat.as_of if seat else None
+    if fact.kind != "cancelled":
+        registered = min(registered, fact.at) if registered else fact.at
+    new_seat = replace(
+        stub,
+        as_of=max(f.at for f in facts),
+        sequences=change.sequences,
+        registered_at=registered,
     )
+    return Plan(new_seat, tuple(notices), _note(change, notices))
+
+
+def _standing(seat: Seat | None) -> Person | None:
+    """Whose invite stands before the event: the attendee of an active seat."""
+    return seat.attendee if seat is not None and seat.status == "active" else None
+
+
+def _holds(person: Person | None, other: Person | None) -> bool:
+    return person is not None and other is not None and same_address(person.email, other.email)
+
+
+def _leaving(ch: _Change) -> list[Notice]:
+    """CANCELs for invites that no longer stand."""
+    notices: list[Notice] = []
+    fact, new, seqs = ch.fact, ch.new, ch.sequences
+    holder = _standing(ch.old)
+    successor = new.attendee if new.status == "active" else None
+    if (
+        fact.kind == "substituted"
+        and new.via == fact
+        and fact.previous is not None
+        and not _holds(fact.previous, holder)
+        and _uid(ch.conf, ch.reg, fact.previous) not in seqs
+    ):
+        # The one passing the seat on never got an invite from us, yet may hold one.
+        spec = _cancel_for(ch.conf, ch.reg, fact.previous, seqs)
+        out = Kind.SUBSTITUTION_OUT
+        notices.append(ch.notice("out", out, fact.previous, invite=spec, successor=fact.attendee))
+    if holder is None or _holds(holder, successor):
+        return notices
+    spec = _cancel_for(ch.conf, ch.reg, holder, seqs)
+    if successor is None:
+        notices.append(ch.notice("cancel", Kind.CANCELLATION, holder, invite=spec))
+    else:
+        suffix = (
+            "out" if fact.kind == "substituted" and _holds(holder, fact.previous) else "out-roster"
+        )
+        notices.append(
+            ch.notice(suffix, Kind.SUBSTITUTION_OUT, holder, invite=spec, successor=successor)
+        )
+    return notices
+
+
+def _coming(ch: _Change) -> list[Notice]:
+    """A REQUEST for the invite that should stand, if it does not stand yet."""
+    new = ch.new
+    if new.status != "active" or _holds(_standing(ch.old), new.attendee):
+        return []
+    spec = _request_for(ch.conf, ch.reg, new.attendee, ch.sequences)
+    via = new.via
+    if via.kind != "substituted" or via.previous is None:
+        return [ch.notice("confirmation", Kind.CONFIRMATION, new.attendee, invite=spec)]
+    organiser = Person(ch.conf.organiser.name, str(ch.conf.organiser.email))
+    # The mails describe the substitution that brought the attendee in, which may be an
+    # earlier event than this one (when this one arrived late and changed the outcome).
+    return [
+        ch.notice(
+            "in",
+            Kind.SUBSTITUTION_IN,
+            new.attendee,
+            spec,
+            previous=via.previous,
+            at=via.at,
+            # The seat came back to whoever registered it: their data came from them.
+            from_colleague=not _holds(ch.first, new.attendee),
+        ),
+        ch.notice(
+            "copy",
+            Kind.SUBSTITUTION_COPY,
+            organiser,
+            previous=via.previous,
+            successor=new.attendee,
+            at=via.at,
+        ),
+    ]
+
+
+def _note(ch: _Change, notices: list[Notice]) -> str:
+    if not notices:
+        if ch.old is not None and ch.fact.at < ch.old.as_of:
+            return "newer facts already applied: remembered, seat unchanged"
+        return "seat unchanged: fact remembered"
+    if sum(n.kind is Kind.SUBSTITUTION_OUT for n in notices) > 1:
+        return "roster's attendee differed from previous_attendee"
+    return ""
 
 
 def current_invite(seat: Seat, conf: Conference) -> InviteSpec:

@@ -113,8 +113,9 @@ def anonymous(person: Person) -> Person:
 
 
 def anonymise_seat(seat: Seat) -> Seat:
-    """The seat without its attendee; status, times and SEQUENCE values kept."""
-    return replace(seat, attendee=anonymous(seat.attendee), sequences=_relabel(seat.sequences))
+    """The seat without its attendee (nor anyone in its facts); status, times and SEQUENCE
+    values kept."""
+    return replace(seat.with_people(anonymous), sequences=_relabel(seat.sequences))
 
 
 def _relabel(sequences: Mapping[str, int]) -> dict[str, int]:

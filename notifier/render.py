@@ -120,12 +120,14 @@ class Renderer:
         """What `render` gives for the notice's context, from a skeleton of its shape
         where one can be used (see notifier.skeleton): the same text, about 10 times faster."""
         kind, has_invite = notice.kind.value, notice.invite is not None
+        colleague = notice.from_colleague
         values = personal_values(notice, tz)
 
         def full(vals: Values) -> tuple[str, str, str]:
-            return self._texts(kind, context_of(kind, facts, has_invite, vals))
+            return self._texts(kind, context_of(kind, facts, has_invite, vals, colleague))
 
-        key = (kind, facts, has_invite, skeleton.shape(values))
+        # Everything the context holds besides the personal values decides the shape.
+        key = (kind, facts, has_invite, colleague, skeleton.shape(values))
         if key not in self._skeletons:
             self._skeletons[key] = skeleton.build(full, values, kind)
         found = self._skeletons[key]
@@ -164,7 +166,11 @@ def renderer(folder: Path) -> Renderer:
 def notice_context(notice: Notice, facts: Facts, tz: tzinfo) -> dict[str, Any]:
     """The variables a template sees: the conference's facts and the notice's people."""
     return context_of(
-        notice.kind.value, facts, notice.invite is not None, personal_values(notice, tz)
+        notice.kind.value,
+        facts,
+        notice.invite is not None,
+        personal_values(notice, tz),
+        notice.from_colleague,
     )
 
 
@@ -186,7 +192,9 @@ def _person(values: Values, at: int) -> Person | None:
     return None if name is None or email is None else Person(name, email, organisation)
 
 
-def context_of(kind: str, facts: Facts, has_invite: bool, values: Values) -> dict[str, Any]:
+def context_of(
+    kind: str, facts: Facts, has_invite: bool, values: Values, from_colleague: bool
+) -> dict[str, Any]:
     return {
         "c": facts,
         "kind": kind,
@@ -196,4 +204,5 @@ def context_of(kind: str, facts: Facts, has_invite: bool, values: Values) -> dic
         "registration_id": values[9],
         "has_invite": has_invite,
         "occurred_at": values[10],
+        "from_colleague": from_colleague,
     }

@@ -22,7 +22,7 @@ from notifier.batches import Batches
 from notifier.conference import Conferences
 from notifier.deadletter import DeadLetters
 from notifier.delivery import Delivery
-from notifier.errors import ConfigError, InvalidEvent
+from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable
 from notifier.events import (
     Event,
     RegistrationCancelled,
@@ -61,14 +61,23 @@ class Service:
         mailer: Callable[[], Mailer] | None = None,
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
+        store_clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` dates what is composed; `store_clock` (tests only) replaces Redis's own
+        clock for leases, retry times and the sweeper, which workers must agree on."""
         self.settings = settings
         self.r = client
         self.clock = clock
         self.rand = rand
         self.conferences = Conferences(settings.conferences_dir)
         self.renderer = renderer(settings.templates_dir)
-        self.outbox = Outbox(client, lease_seconds=settings.claim_lease_seconds)
+        self.store_clock = store_clock
+        self.outbox = Outbox(
+            client,
+            lease_seconds=settings.claim_lease_seconds,
+            unknown_resends=settings.unknown_resends,
+            store_clock=store_clock,
+        )
         self.roster = Roster(client, self.outbox)
         self.dead = DeadLetters(client)
         self.batches = Batches(client, self.outbox, self.roster)
@@ -95,7 +104,12 @@ class Service:
             self._aclient = redis.asyncio.Redis.from_url(self.settings.redis_url)
             self._delivery = Delivery(
                 self.settings,
-                outbox=AsyncOutbox(self._aclient, lease_seconds=self.outbox.lease),
+                outbox=AsyncOutbox(
+                    self._aclient,
+                    lease_seconds=self.outbox.lease,
+                    unknown_resends=self.settings.unknown_resends,
+                    store_clock=self.store_clock,
+                ),
                 gate=Gate(self._aclient, self.settings.rate_limit),
                 conferences=self.conferences,
                 renderer=self.renderer,
@@ -119,7 +133,18 @@ class Service:
         """Apply one event; the keys of its messages that still need sending.
 
         An event that cannot be processed becomes a dead letter (never an exception).
+
+        Raises:
+            StoreUnavailable: Redis refused or did not answer (down, OOM, READONLY), also
+                while keeping a dead letter. The event is not lost only if the caller keeps
+                it: the task is retried with the message unacknowledged.
         """
+        try:
+            return self._ingest(payload)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _ingest(self, payload: Any) -> list[str]:
         now = self.clock().timestamp()
         try:
             event = parse_event(payload, conferences=self.conferences)
@@ -131,7 +156,7 @@ class Service:
         except LookupError as exc:
             return self._dead(payload, [("registration.id", str(exc.args[0]))], now)
         except redis.RedisError:
-            raise  # the store is away: the task is retried, the event stays on the queue
+            raise  # a store error says nothing about the event: never a dead letter
         except Exception as exc:
             # A bug must not lose the event: keep it to replay after the fix.
             log.exception("cannot process event", extra={"event_id": _event_id(payload)})
@@ -208,7 +233,10 @@ class Service:
         """Send each message that can be claimed, over the process's kept SMTP sessions."""
         if message_keys:
             mailer = self.mailer
-            mailer.run(list(message_keys), self.delivery.one, then=self.delivery.settle)
+            delivery = self.delivery
+            mailer.run(
+                list(message_keys), delivery.one, then=delivery.settle, halted=delivery.halted
+            )
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""
@@ -227,15 +255,10 @@ class Service:
         """Messages to hand to a deliver task now: retries whose time has come, claims whose
         worker died (lease over), and queued messages no task took (a crash between commit
         and enqueue)."""
-        now = self.clock().timestamp()
-        again = now + self.settings.visibility_timeout_seconds
-        found = self.outbox.due(keys.RETRY, cutoff=now, limit=limit, next_at=again)
-        found += self.outbox.due(
-            keys.SENDING, cutoff=now, limit=limit, next_at=now + self.outbox.lease
-        )
+        vt = self.settings.visibility_timeout_seconds
+        found = self.outbox.due(keys.RETRY, behind=0, limit=limit, hold=vt)
+        found += self.outbox.due(keys.SENDING, behind=0, limit=limit, hold=self.outbox.lease)
         # A queued message waits its turn in the broker; only one that has waited twice the
         # visibility timeout is taken to be lost.
-        unqueued = self.outbox.due(
-            keys.QUEUED, cutoff=now - 2 * (again - now), limit=limit, next_at=now
-        )
+        unqueued = self.outbox.due(keys.QUEUED, behind=2 * vt, limit=limit, hold=0)
         return found + [k for k in unqueued if k not in found]

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = None
     smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
     smtp_timeout_seconds: float = Field(30.0, gt=0)
+    # The reply to the final dot: RFC 5321 4.5.3.2.6 suggests 10 minutes. Until it comes the
+    # relay may have the message, so giving up early means a resend and a likely duplicate.
+    smtp_data_timeout_seconds: float = Field(600.0, gt=0)
+    unknown_resends: int = Field(1, ge=0, le=10)
     smtp_connections: int = Field(4, ge=1, le=64)
     claim_lease_seconds: float = Field(90.0, ge=1)
     retry_base_seconds: float = Field(30.0, gt=0)

@@ -1,8 +1,9 @@
 """A local SMTP server for the demo and the tests (aiosmtpd on loopback, a free port).
 
 It keeps what it receives in memory and, if given a folder, as .eml files. Failures can be
-scripted: a reply for recipients matching a pattern, replies for the next DATA commands, or
-connections dropped in the middle of DATA.
+scripted: a reply for recipients matching a pattern, replies for the next MAIL, RCPT or DATA
+commands, or connections dropped in the middle of DATA. A scripted 421 to MAIL or RCPT
+closes the connection after the reply, as a relay that is shutting down does.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ class Script:
     """What the server does instead of accepting; each deque entry is used once."""
 
     rcpt: dict[str, str] = field(default_factory=dict)  # substring of address -> reply
+    mail: deque[str] = field(default_factory=deque)  # replies for the next MAIL commands
+    rcpt_next: deque[str] = field(default_factory=deque)  # replies for the next RCPT commands
     data: deque[str] = field(default_factory=deque)  # replies for the next DATA commands
     drop_data: int = 0  # close the connection during the next N DATA commands
     delay: float = 0.0  # seconds to wait before answering each DATA
+    late_reply: float = 0.0  # store each message, then wait this long before answering
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,9 +47,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _scripted(server: SMTP, replies: deque[str], *, hang_up: bool = True) -> str | None:
+    """The next scripted reply, if any. With hang_up, a 421 closes the connection once the
+    reply has been written (a transport flushes what it buffered before it closes)."""
+    if not replies:
+        return None
+    reply = replies.popleft()
+    if hang_up and reply.startswith("421") and server.transport is not None:
+        asyncio.get_running_loop().call_soon(server.transport.close)
+    return reply
+
+
 class _Handler:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        reply = _scripted(server, self.sink.script.mail)
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -58,6 +88,9 @@ class _Handler:
         for pattern, reply in self.sink.script.rcpt.items():
             if pattern in address:
                 return reply
+        scripted = _scripted(server, self.sink.script.rcpt_next)
+        if scripted is not None:
+            return scripted
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -71,9 +104,12 @@ class _Handler:
             assert transport is not None
             transport.close()
             return "421 closing"
-        if script.data:
-            return script.data.popleft()
+        reply = _scripted(server, script.data, hang_up=False)  # as it always did for DATA
+        if reply is not None:
+            return reply
         self.sink.store(envelope)
+        if script.late_reply:  # the relay has it; the sender may give up before it hears so
+            await asyncio.sleep(script.late_reply)
         return "250 2.0.0 Ok: queued"
 
 

@@ -21,7 +21,12 @@ import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from notifier.compose import Composed
-from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from notifier.errors import (
+    DeliveryError,
+    DeliveryUnknown,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
 from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,11 @@ Outcome = Sent | DeliveryError
 def _reply(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}"[:500]
 
+
+# "Command unrecognised", "not implemented", "bad sequence of commands": MAIL, RCPT and DATA
+# are commands every relay knows, so these replies mean our session is out of step with the
+# server (or the server is confused), never that the recipient or the message is refused.
+OUT_OF_STEP = frozenset({500, 502, 503})
 
 SLOW_DOWN = re.compile(r"too many|concurren|rate limit|throttl|slow down", re.IGNORECASE)
 
@@ -68,6 +78,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return TemporaryDeliveryError(f"relay unavailable: {exc}", code if code else None)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reply = _reply(exc.code, exc.message)
+        if exc.code in OUT_OF_STEP:
+            return TemporaryDeliveryError(reply, exc.code, out_of_step=True)
         if 400 <= exc.code < 500:
             return TemporaryDeliveryError(reply, exc.code, slow_down=_asks_to_slow_down(exc))
         if exc.code >= 500:
@@ -90,13 +102,16 @@ def _path(address: str, utf8: bool) -> bytes:
     return b"<" + address.encode("utf-8" if utf8 else "ascii") + b">"
 
 
-async def _data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+async def _data(
+    smtp: aiosmtplib.SMTP, data: bytes, handed_over: Callable[[], None]
+) -> aiosmtplib.SMTPResponse:
     """DATA, the message, and its reply.
 
     `SMTP.data()` runs two regular expressions over every message to make its line ends
     CRLF and to double leading dots: a third of the instructions a reminder cost, a fifth of
     the worker's CPU. Composed messages have CRLF line ends already (see compose and its
     tests), so only the dots are doubled here. `SMTP.protocol` is aiosmtplib's own.
+    `handed_over` is called once the final dot is written.
     """
     resp = await smtp.execute_command(b"DATA", timeout=None)
     if resp.code != 354:
@@ -110,6 +125,7 @@ async def _data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     protocol.write(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+    handed_over()  # from here on the relay may have the message
     resp = await protocol.read_response(timeout=None)  # nothing awaited since the write
     if resp.code != 250:
         raise aiosmtplib.SMTPDataError(resp.code, resp.message)
@@ -123,6 +139,8 @@ class _Session:
         self.settings = settings
         self.tls_context = tls_context
         self.smtp: aiosmtplib.SMTP | None = None
+        self._handed_over = False
+        self._deadline: asyncio.Timeout | None = None
 
     def _new(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -160,14 +178,31 @@ class _Session:
         await self.drop()
 
     async def send(self, msg: Composed) -> Sent:
-        # One timer for the whole transaction rather than one per command (aiosmtplib's
-        # per-command wait_for was 4 % of the worker's time in a batch).
+        """One transaction. Raises DeliveryUnknown when the final dot went out but no reply
+        came; any other failure leaves the session either reset (a refusal) or closed."""
+        self._handed_over = False
         try:
-            async with asyncio.timeout(self.settings.smtp_timeout_seconds):
+            # One timer for the whole transaction rather than one per command (aiosmtplib's
+            # per-command timers cost measurably); the reply to the final dot gets its own.
+            async with asyncio.timeout(self.settings.smtp_timeout_seconds) as deadline:
+                self._deadline = deadline
                 return await self._transaction(msg)
-        except TimeoutError:
-            await self.drop()  # a reply given up on would be read as the next command's
+        except aiosmtplib.SMTPResponseException:
+            raise  # the server answered in step: the session was reset and is usable
+        except BaseException as exc:
+            # Cancelled, timed out, disconnected or a bug: a reply may still be on its way,
+            # and it would be read as the next command's. Never reuse this connection.
+            await self.drop()
+            if self._handed_over and isinstance(exc, Exception):
+                # Whatever broke after the final dot, the relay may have the message.
+                raise DeliveryUnknown(_unknown_reply(exc, self.settings)) from exc
             raise
+
+    def _dot_sent(self) -> None:
+        self._handed_over = True
+        if self._deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._deadline.reschedule(loop.time() + self.settings.smtp_data_timeout_seconds)
 
     async def _transaction(self, msg: Composed) -> Sent:
         smtp = await self._mail_from(msg)
@@ -177,12 +212,9 @@ class _Session:
             )
             if resp.code not in (250, 251):
                 raise aiosmtplib.SMTPRecipientRefused(resp.code, resp.message, msg.recipient)
-            resp = await _data(smtp, msg.data)
+            resp = await _data(smtp, msg.data, self._dot_sent)
         except aiosmtplib.SMTPResponseException:
             await self._reset()
-            raise
-        except BaseException:
-            await self.drop()
             raise
         return Sent(_reply(resp.code, resp.message))
 
@@ -220,6 +252,15 @@ class _Session:
             await self.drop()
 
 
+def _unknown_reply(exc: Exception, settings: Settings) -> str:
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        waited = f"{settings.smtp_data_timeout_seconds:g} s"
+        return f"delivery unknown: no reply to the final dot within {waited}"
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | OSError):
+        return f"delivery unknown: connection lost after the final dot ({type(exc).__name__})"
+    return f"delivery unknown: {type(exc).__name__}: {exc}"[:300]
+
+
 class Mailer:
     """A process's SMTP sender: its own event loop and a small pool of kept sessions."""
 
@@ -235,27 +276,36 @@ class Mailer:
         items: Sequence[T],
         work: Callable[[Sender, T], Awaitable[None]],
         then: Callable[[], Awaitable[None]] | None = None,
+        halted: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Process items over the pool: each session takes the next item when it is free.
-        `then` runs after the last item, also when one failed."""
-        self.loop.run_until_complete(self._run(items, work, then))
+        """Process items over the pool: each session takes the next item when it is free,
+        until `halted()` says to stop taking more. `then` runs after the last item, also
+        when one failed."""
+        self.loop.run_until_complete(self._run(items, work, then, halted))
 
     async def _run(
         self,
         items: Sequence[T],
         work: Callable[[Sender, T], Awaitable[None]],
         then: Callable[[], Awaitable[None]] | None,
+        halted: Callable[[], bool],
     ) -> None:
         todo = list(reversed(items))
 
         async def drain(session: _Session) -> None:
             sender = Sender(session)
-            while todo:
+            while todo and not halted():
                 await work(sender, todo.pop())
 
         width = max(1, min(len(self.sessions), len(items)))
         try:
-            await asyncio.gather(*(drain(s) for s in self.sessions[:width]))
+            # Structured: when one unit fails, its siblings are cancelled and awaited here,
+            # so no orphan resumes a transaction on a session the next run hands out again.
+            async with asyncio.TaskGroup() as group:
+                for session in self.sessions[:width]:
+                    group.create_task(drain(session))
+        except BaseExceptionGroup as failed:
+            raise _first(failed) from None
         finally:
             if then is not None:
                 await then()
@@ -281,6 +331,13 @@ class Mailer:
         await asyncio.gather(*(s.quit() for s in self.sessions))
 
 
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group (callers and Celery's retry rules expect a plain
+    exception, e.g. redis.ConnectionError, not a group)."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 async def _sockets_closed(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
     """Let TLS transports finish closing before the loop goes: a TLS close takes a few more
     loop turns, and a loop closed earlier leaves the socket open until garbage collection.
@@ -301,11 +358,22 @@ class Sender:
         self._session = session
 
     async def send(self, msg: Composed) -> Outcome:
+        outcome = await self._attempt(msg)
+        if isinstance(outcome, TemporaryDeliveryError) and outcome.out_of_step:
+            # Our session lost its step (the connection was dropped): once more on a new one.
+            outcome = await self._attempt(msg)
+        return outcome
+
+    async def _attempt(self, msg: Composed) -> Outcome:
         try:
             return await self._session.send(msg)
+        except DeliveryUnknown as unknown:
+            return unknown
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             outcome = classify(exc)
-            if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
-                # Too many connections: give this one up so that we hold fewer.
+            if isinstance(outcome, TemporaryDeliveryError) and (
+                outcome.slow_down or outcome.out_of_step
+            ):
+                # Too many connections: hold fewer. Out of step: never reuse the session.
                 await self._session.drop()
             return outcome

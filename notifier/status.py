@@ -10,7 +10,7 @@ from notifier.batches import Batches, BatchInfo
 from notifier.outbox import STATES, Outbox, Record
 from notifier.roster import Roster
 
-FINISHED = ("sent", "failed", "skipped")
+FINISHED = ("sent", "failed", "skipped", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Status:
     counts: dict[str, int]
     failures: tuple[Failure, ...]
     batch: BatchInfo | None = None
+    unknown: tuple[Failure, ...] = ()  # the relay may have these: no reply to the final dot
 
     @property
     def total(self) -> int:
@@ -55,7 +56,8 @@ def _failure(record: Record) -> Failure:
 
 
 def status(client: redis.Redis, batch: str | None = None, *, failures: bool = True) -> Status:
-    """Counts per state (all messages, or one batch) and every failed message with its reply.
+    """Counts per state (all messages, or one batch); every failed message and every message
+    whose delivery is unknown, with its reply.
 
     `batch` is a batch key ("conference:batch-id") or a batch id that names one batch.
     With failures=False only the counts are read (cheap enough to poll).
@@ -66,7 +68,12 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
     outbox = Outbox(client)
     if batch is None:
         everywhere = outbox.records(outbox.failed_keys()) if failures else []
-        return Status(outbox.counts(), tuple(_failure(r) for r in everywhere))
+        unsure = outbox.records(outbox.unknown_keys()) if failures else []
+        return Status(
+            outbox.counts(),
+            tuple(_failure(r) for r in everywhere),
+            unknown=tuple(_failure(r) for r in unsure),
+        )
     batches = Batches(client, outbox, Roster(client, outbox))
     found = batches.find(batch)
     if len(found) != 1:
@@ -76,8 +83,12 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
         )
     info = batches.get(found[0])
     counts = outbox.counts(found[0])
-    failed: list[Record] = []
-    if failures and counts["failed"]:
+    records: list[Record] = []
+    if failures and (counts["failed"] or counts["unknown"]):
         records = outbox.records(sorted(outbox.keys_in(found[0])))
-        failed = [r for r in records if r.state == "failed"]
-    return Status({s: counts[s] for s in STATES}, tuple(_failure(r) for r in failed), info)
+    return Status(
+        {s: counts[s] for s in STATES},
+        tuple(_failure(r) for r in records if r.state == "failed"),
+        info,
+        tuple(_failure(r) for r in records if r.state == "unknown"),
+    )

@@ -13,10 +13,12 @@ from functools import partial
 from typing import Any, ClassVar
 
 import redis
-from celery import Celery, bootsteps, signals
+from celery import Celery, Task, bootsteps, signals
+from celery.exceptions import Reject
 from celery.schedules import crontab
 
-from notifier import logs
+from notifier import broker, logs
+from notifier.errors import StoreUnavailable
 from notifier.purge import purge_expired
 from notifier.service import Service
 from notifier.settings import Settings
@@ -29,6 +31,7 @@ DELIVER = "notifier.deliver"
 SCHEDULE = "notifier.schedule"
 PURGE = "notifier.purge"
 INLINE_MAX = 8
+UNACKED_MUTEX_EXPIRE = 10  # seconds; see broker_transport_options
 
 
 class _Runtime:
@@ -48,6 +51,9 @@ class _Runtime:
             self._pid = os.getpid()
         return self._service
 
+    #: The worker's exit status once it stops (recorded by the worker_shutdown signal).
+    exitcode: int | None = None
+
     def close(self) -> None:
         if self._service is not None and self._pid == os.getpid():
             self._service.close()
@@ -63,6 +69,7 @@ def create_app(settings: Settings) -> Celery:
     _register_tasks(app, runtime, settings)
     app.steps["consumer"].add(_sweeper_step(runtime, settings))
     _connect_signals(runtime, settings)
+    _survive_broker_restarts()
     return app
 
 
@@ -80,6 +87,13 @@ def _configure(app: Celery, settings: Settings) -> None:
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, but a task taken from the queue while Redis refuses writes
+        # (out of memory, read-only) is held until Redis records it, not lost with the worker.
+        # An explicit transport also takes the place of the URL's scheme (redis, rediss).
+        # broker_transport=broker.TRANSPORT,  # F-TEMP
+        # Wait for Redis as long as it takes: a worker that gives up after kombu's default 100
+        # attempts exits, and then nothing is delivered until a person starts it again.
+        broker_connection_max_retries=None,
         # Celery beat asks once a minute which scheduled reminders are due (notifier.schedule).
         beat_schedule={
             "scheduled-reminders": {"task": SCHEDULE, "schedule": 60.0},
@@ -93,8 +107,37 @@ def _configure(app: Celery, settings: Settings) -> None:
             # Look for abandoned (unacked) tasks every 5 s rather than kombu's ~100 s.
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
+            # A worker killed while it restores holds kombu's restore lock until it expires
+            # (kombu's default: 300 s), and no worker restores anything meanwhile: the dead
+            # worker's unacknowledged tasks would wait five minutes. Restores are quick, and
+            # each is a WATCH transaction, so two overlapping ones cannot restore a task twice.
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
         },
     )
+
+
+# Every answer of the store that is not a verdict on the task (down, timeout, OOM, READONLY
+# after a failover, a script error under memory pressure) is retried, never acknowledged away.
+STORE_ERRORS = (StoreUnavailable, redis.RedisError)
+
+
+class KeepOnStoreError(Task):  # type: ignore[misc]
+    """A task whose message is never dropped because its retry could not be published.
+
+    Celery's retry publishes a new message and acknowledges the old one; when publishing fails
+    (the broker is the same full or read-only Redis) it rejects the message without requeueing,
+    which drops it. Here the message is requeued instead: pushed back if the broker takes it,
+    else it stays unacknowledged and kombu restores it after the visibility timeout.
+    """
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            log.warning("cannot publish the retry of %s: keeping it on the queue", self.name)
+            raise Reject(exc.reason, requeue=True) from None
 
 
 def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
@@ -103,7 +146,8 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=INGEST,
-        autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+        base=KeepOnStoreError,
+        autoretry_for=STORE_ERRORS,
         retry_backoff=1,
         retry_backoff_max=30,
         max_retries=None,
@@ -119,7 +163,8 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
 
     @app.task(  # type: ignore[untyped-decorator]
         name=DELIVER,
-        autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+        base=KeepOnStoreError,
+        autoretry_for=STORE_ERRORS,
         retry_backoff=1,
         retry_backoff_max=30,
         max_retries=None,
@@ -153,8 +198,78 @@ def _connect_signals(runtime: _Runtime, settings: Settings) -> None:
         runtime.close()
 
     @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _close_main(**_: Any) -> None:
+    def _close_main(sender: Any = None, **_: Any) -> None:
+        # Celery sets a non-zero exitcode after "Unrecoverable error"; `notifier worker`
+        # exits with it even where Celery's own command-line entry would drop it.
+        runtime.exitcode = getattr(sender, "exitcode", None)
         runtime.close()
+
+
+def _survive_broker_restarts() -> None:
+    """Work around the kombu 5.7 / Celery 5.7 paths that kill a worker when Redis restarts.
+
+    On a lost broker connection Celery's consumer calls `Connection.collect()`, which detaches
+    the transport (`transport.client = None`), and then `Connection.close()`. Any later use of
+    a channel of that connection builds a new Redis pool from `transport.client` (or from the
+    channel's `connection`, None once the channel is closed) and raises AttributeError, which
+    is not a connection error, so Celery stops the worker ("Unrecoverable error"). Two uses
+    happen on every restart under `acks_late` with prefetch: the second close restores the
+    unacknowledged messages (when the loss was noticed inside the BRPOP read, the first close
+    stopped there), and tasks that finish after the reconnect acknowledge their messages on
+    the old channel. See docs/WORKER_SURVIVAL.md. Applied only to the kombu release whose
+    code this was read against.
+    """
+    global _PATCHED
+    import kombu
+    from kombu.transport import redis as kombu_redis
+
+    if _PATCHED or tuple(kombu.VERSION[:2]) != (5, 7):
+        return
+    _skip_restore_when_detached(kombu_redis.QoS)
+    _detached_is_a_connection_error(kombu_redis.Channel)
+    _PATCHED = True
+
+
+_PATCHED = False
+
+
+def _detached(channel: Any) -> bool:
+    transport = channel.connection
+    return transport is None or transport.client is None
+
+
+def _skip_restore_when_detached(qos: Any) -> None:
+    """No restore through a torn-down connection: the messages are still in the broker's
+    `unacked` hash, and every worker's periodic restore returns them to the queue after the
+    visibility timeout."""
+    original = qos.restore_unacked_once
+
+    def restore_unacked_once(self: Any, stderr: Any = None) -> Any:
+        self._flush()  # forget what was acknowledged meanwhile, as the original does first
+        if self._delivered and _detached(self.channel):
+            log.warning(
+                "broker connection lost with %d unacknowledged task(s); they return to the "
+                "queue after the visibility timeout",
+                len(self._delivered),
+            )
+            self.channel.do_restore = False
+        return original(self, stderr)
+
+    qos.restore_unacked_once = restore_unacked_once
+
+
+def _detached_is_a_connection_error(channel: Any) -> None:
+    """A channel whose connection was torn down raises a connection error, which kombu and
+    Celery handle (a late acknowledgement is logged as "Couldn't ack", and the message comes
+    back after the visibility timeout, to find its work done)."""
+    original = channel._connparams
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if _detached(self):
+            raise redis.ConnectionError("this channel's broker connection was lost and closed")
+        return original(self, asynchronous=asynchronous)
+
+    channel._connparams = _connparams
 
 
 def enqueue_deliveries(app: Celery, message_keys: list[str], *, chunk: int) -> None:

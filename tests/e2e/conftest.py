@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +21,9 @@ from celery import Celery
 
 from notifier.localredis import PrivateRedis
 from notifier.localworker import start_worker
-from notifier.sink import Sink
+from notifier.sink import Sink, free_port
 from notifier.tasks import INGEST, QUEUE, create_app
-from tests.conftest import wait_for
+from tests.conftest import need, wait_for
 
 
 class Worker:
@@ -123,3 +129,169 @@ def stack(
         s.worker.stop()
         s.client.close()
         s.app.close()
+
+
+# --- For the fault suite: more workers, stopped workers, skewed clocks, Postfix's smtp-sink ---
+
+
+@functools.cache
+def debian_package(path: str, package: str, preseed: str = "") -> bool:
+    """True if `path` exists, after installing the Debian package that ships it when this user
+    may (root with apt-get), as `make sink` does: the test installs what it needs itself."""
+    if Path(path).exists() or glob.glob(path):
+        return True
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if preseed:
+        subprocess.run(["debconf-set-selections"], input=preseed.encode(), env=env, check=False)
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+    install += ["-o", "DPkg::Lock::Timeout=300", package]
+    for step in (install, ["apt-get", "update", "-q"], install):
+        subprocess.run(step, env=env, check=False, capture_output=True, timeout=600)
+        if Path(path).exists() or glob.glob(path):
+            return True
+    return False
+
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+POSTFIX_PRESEED = "postfix postfix/main_mailer_type select No configuration\n"
+LIBFAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"
+
+
+def skewed_clock(offset: str) -> dict[str, str]:
+    """Environment that runs a process under libfaketime with its wall clock `offset` off
+    ("+15" is 15 s ahead). The monotonic clock stays real: only wall-clock skew between
+    machines is being imitated, and event loops time their waits on the monotonic one."""
+    need(debian_package(LIBFAKETIME, "libfaketime"), "libfaketime (Debian package libfaketime)")
+    return {
+        "LD_PRELOAD": sorted(glob.glob(LIBFAKETIME))[0],
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
+class NamedWorker(Worker):
+    """A worker with a node name of its own (two workers of one stack must not share one)
+    that can also be stopped and continued as a whole process group."""
+
+    def __init__(self, env: dict[str, str], log: Path, name: str, concurrency: int = 2) -> None:
+        super().__init__(env, log, concurrency)
+        self.name = name
+
+    def launch(self) -> int:
+        """Start without waiting; returns the log offset that `wait_ready` looks after."""
+        start_at = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = start_worker(self.env, self.log, name=self.name, concurrency=self.concurrency)
+        return start_at
+
+    def wait_ready(self, offset: int, timeout: float = 60.0) -> NamedWorker:
+        wait_for(lambda: self._ready(offset), timeout, f"worker {self.name} to be ready")
+        return self
+
+    def start(self, timeout: float = 60.0) -> NamedWorker:
+        return self.wait_ready(self.launch(), timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP to the main process and its pool children at once."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+def start_all(*workers: NamedWorker, timeout: float = 60.0) -> None:
+    """Start workers side by side: their start-ups overlap instead of adding up."""
+    offsets = [w.launch() for w in workers]
+    for w, offset in zip(workers, offsets, strict=True):
+        w.wait_ready(offset, timeout)
+
+
+@pytest.fixture
+def workers(stack: Callable[..., Stack], tmp_path: Path) -> Iterator[Callable[..., NamedWorker]]:
+    """Factory: one more worker for a stack, with extra environment (e.g. `skewed_clock`).
+    Depends on `stack` so that these workers stop before the stack's Redis does."""
+    made: list[NamedWorker] = []
+
+    def make(s: Stack, name: str, **env: str) -> NamedWorker:
+        w = NamedWorker({**s.env, **env}, tmp_path / f"worker-{name}.log", f"{name}{os.getpid()}")
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.resume()
+        w.stop()
+
+
+class PostfixSink:
+    """Postfix's smtp-sink on a free loopback port: a relay that is not ours. Every mail
+    transaction is dumped to a file of its own (created at MAIL, filled as DATA arrives), so
+    copies can be counted by recipient and Message-ID even when no reply was awaited."""
+
+    def __init__(self, *options: str, port: int | None = None) -> None:
+        self.options = options
+        self.port = port or free_port()
+        # smtp-sink refuses to run as root and drops to `nobody`, who cannot enter pytest's
+        # private tmp_path: the dumps go to a folder of their own under /tmp.
+        self.folder = Path(tempfile.mkdtemp(prefix="notifier-smtp-sink-"))
+        self.folder.chmod(0o777)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> PostfixSink:
+        args = [SMTP_SINK, *self.options, "-d", f"{self.folder}/m.", f"127.0.0.1:{self.port}"]
+        if os.geteuid() == 0:
+            args[1:1] = ["-u", "nobody"]
+        self.proc = subprocess.Popen(
+            [*args, "128"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for(self._listening, timeout, f"smtp-sink on port {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"smtp-sink exited with {self.proc.returncode}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def copies(self) -> list[tuple[str, str]]:
+        """(recipient, Message-ID) of every transaction that got as far as the message."""
+        found = []
+        for dump in self.folder.iterdir():
+            head = dump.read_bytes().split(b"\n\n", 1)[0].decode("utf-8", "replace")
+            rcpt = re.search(r"^X-Rcpt-Args: <([^>]*)>", head, re.MULTILINE)
+            mid = re.search(r"^Message-ID: (\S+)", head, re.MULTILINE | re.IGNORECASE)
+            if rcpt and mid:
+                found.append((rcpt.group(1), mid.group(1)))
+        return found
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postfix_sink() -> Iterator[Callable[..., PostfixSink]]:
+    """Factory: a running smtp-sink with the given options (installed first if missing)."""
+    need(debian_package(SMTP_SINK, "postfix", POSTFIX_PRESEED), "Postfix's smtp-sink")
+    made: list[PostfixSink] = []
+
+    def make(*options: str, port: int | None = None) -> PostfixSink:
+        made.append(PostfixSink(*options, port=port))
+        return made[-1].start()
+
+    yield make
+    for p in made:
+        p.cleanup()

@@ -10,6 +10,7 @@ import pytest
 
 from notifier.sink import Sink
 from notifier.status import status
+from notifier.tasks import UNACKED_MUTEX_EXPIRE
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack
 from tests.events import created, person
@@ -72,6 +73,31 @@ def test_worker_killed_mid_stream(stack: Callable[..., Stack]) -> None:
     wait_for(lambda: _all_arrived([s.sink], expected), 120, "every confirmation")
     s.wait_drained()
     _, lost, duplicated = tally([s.sink], expected, "SIGKILL mid-stream")
+    assert lost == 0 and duplicated <= IN_FLIGHT
+
+
+def test_worker_killed_while_it_restores_unacked_tasks(stack: Callable[..., Stack]) -> None:
+    """The root cause of a flaky SIGKILL run: a worker killed while it restores abandoned
+    tasks leaves kombu's restore lock behind, and with kombu's default expiry (300 s) no
+    worker restores anything for five minutes. The dead worker's unacknowledged ingest
+    tasks (their events not yet applied, so the sweeper cannot know of them) waited that
+    long. The lock now expires after UNACKED_MUTEX_EXPIRE seconds."""
+    s = stack(visibility_timeout_seconds="10", claim_lease_seconds="10", smtp_timeout_seconds="2")
+    s.sink.script.delay = 0.1
+    events, expected = _events(60)
+    s.publish(*events)
+    s.sink.wait_for(5, timeout=60)
+    # Held as kombu's restore_visible holds it, at the moment the worker dies.
+    lock = s.client.lock("unacked_mutex", timeout=UNACKED_MUTEX_EXPIRE)
+    assert lock.acquire(blocking=True, blocking_timeout=10)
+    s.worker.kill()
+    assert len(s.sink.received) < 60
+    s.sink.script.delay = 0
+    s.worker.start()
+    # Well under kombu's default 300 s, with room for a slow machine.
+    wait_for(lambda: _all_arrived([s.sink], expected), 120, "every confirmation")
+    s.wait_drained()
+    _, lost, duplicated = tally([s.sink], expected, "SIGKILL holding the restore lock")
     assert lost == 0 and duplicated <= IN_FLIGHT
 
 

@@ -29,7 +29,13 @@ def service(
     made: list[Service] = []
 
     def make(**overrides: str) -> Service:
-        svc = Service(make_settings(**overrides), redis_client, clock=clock, rand=lambda: 0.0)
+        svc = Service(
+            make_settings(**overrides),
+            redis_client,
+            clock=clock,
+            rand=lambda: 0.0,
+            store_clock=lambda: clock().timestamp(),
+        )
         made.append(svc)
         return svc
 
@@ -79,7 +85,7 @@ def test_a_live_claim_blocks_and_a_dead_one_is_taken_over(
 ) -> None:
     svc = service()
     [key] = _register(svc, 1)
-    assert svc.outbox.claim(key, clock().timestamp()) is not None  # a worker that then died
+    assert svc.outbox.claim(key) is not None  # a worker that then died
     svc.deliver([key])
     assert sink.received == []
     clock.advance(svc.outbox.lease + 1)
@@ -127,6 +133,7 @@ def test_permanent_failure_is_failed_at_once(service: Callable[..., Service], si
         "sent": 1,
         "failed": 1,
         "skipped": 0,
+        "unknown": 0,
     }
 
 

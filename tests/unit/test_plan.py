@@ -2,13 +2,15 @@
 
 Besides the cases, every scenario is checked against two invariants of iTIP: the SEQUENCE of a
 UID only rises, and when the events are applied the only invite left standing is the current
-attendee's (none once the registration is cancelled).
+attendee's (none once the registration is cancelled). Every arrival order is covered by
+tests/unit/test_ordering.py.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +23,7 @@ from notifier.events import (
     RegistrationSubstituted,
     parse_event,
 )
-from notifier.notice import InviteSpec, Kind, Notice, invite_uid
+from notifier.notice import InviteSpec, Kind, Notice, Person, invite_uid
 from notifier.plan import (
     Plan,
     Seat,
@@ -40,9 +42,11 @@ ASTRID = {"name": "Astrid Kjærgård", "email": "astrid.kjaergaard@aarhus.dk"}
 Event = RegistrationCreated | RegistrationSubstituted | RegistrationCancelled
 
 
-def _envelope(kind: str, minute: int, registration: dict[str, Any]) -> dict[str, Any]:
+def _envelope(
+    kind: str, minute: int, registration: dict[str, Any], event_id: str | None = None
+) -> dict[str, Any]:
     return {
-        "id": f"evt-{kind}-{minute}",
+        "id": event_id or f"evt-{kind}-{minute}",
         "type": f"registration.{kind}",
         "occurred_at": (T0 + timedelta(minutes=minute)).isoformat(),
         "conference": SLUG,
@@ -50,24 +54,26 @@ def _envelope(kind: str, minute: int, registration: dict[str, Any]) -> dict[str,
     }
 
 
-def created(minute: int, attendee: dict[str, Any] = METTE) -> RegistrationCreated:
-    event = parse_event(_envelope("created", minute, {"attendee": attendee}))
+def created(
+    minute: int, attendee: dict[str, Any] = METTE, event_id: str | None = None
+) -> RegistrationCreated:
+    event = parse_event(_envelope("created", minute, {"attendee": attendee}, event_id))
     assert isinstance(event, RegistrationCreated)
     return event
 
 
 def substituted(
-    minute: int, previous: dict[str, Any], new: dict[str, Any]
+    minute: int, previous: dict[str, Any], new: dict[str, Any], event_id: str | None = None
 ) -> RegistrationSubstituted:
     event = parse_event(
-        _envelope("substituted", minute, {"previous_attendee": previous, "attendee": new})
+        _envelope("substituted", minute, {"previous_attendee": previous, "attendee": new}, event_id)
     )
     assert isinstance(event, RegistrationSubstituted)
     return event
 
 
-def cancelled(minute: int) -> RegistrationCancelled:
-    event = parse_event(_envelope("cancelled", minute, {}))
+def cancelled(minute: int, event_id: str | None = None) -> RegistrationCancelled:
+    event = parse_event(_envelope("cancelled", minute, {}, event_id))
     assert isinstance(event, RegistrationCancelled)
     return event
 
@@ -101,11 +107,13 @@ def apply(conf: Conference, events: Iterable[Event], seat: Seat | None = None) -
         result = plan(event, run.seat, conf)
         run.plans.append(result)
         run.seat = result.seat or run.seat
-    check_invariants(conf, run)
+    check_invariants(conf, run, complete=seat is None)
     return run
 
 
-def check_invariants(conf: Conference, run: Run) -> None:
+def check_invariants(conf: Conference, run: Run, *, complete: bool = True) -> None:
+    """`complete`: the run holds every mail sent for the registration (it began without a
+    seat), so the holder's invite must stand; otherwise earlier mails are not known."""
     last: dict[str, InviteSpec] = {}
     for notice in run.notices:
         if notice.invite is None:
@@ -118,6 +126,7 @@ def check_invariants(conf: Conference, run: Run) -> None:
     seat = run.seat
     expected = {uid_of(conf, seat.attendee.email)} if seat and seat.status == "active" else set()
     assert standing <= expected, "an invite was left standing for someone without the seat"
+    assert standing == expected or not complete, "the seat holder's invite does not stand"
 
 
 def uid_of(conf: Conference, email: str) -> str:
@@ -145,7 +154,10 @@ def test_created_twice_for_the_same_attendee_sends_nothing(
 ) -> None:
     run = apply(conference, [created(0), created(5, {**METTE, "email": email})])
     assert run.last.notices == ()
-    assert run.last.seat is None
+    # The seat remembers the second creation (a cancellation between the two must not win).
+    assert run.seat is not None
+    assert (run.seat.attendee.email, run.seat.status) == (METTE["email"], "active")
+    assert run.seat.as_of == T0 + timedelta(minutes=5)
 
 
 def test_substitution_cancels_old_invite_and_sends_a_new_one(conference: Conference) -> None:
@@ -182,8 +194,8 @@ def test_creation_arriving_after_a_later_substitution_sends_nothing(
     conference: Conference,
 ) -> None:
     run = apply(conference, [substituted(10, METTE, JENS), created(0)])
-    assert run.last == Plan(None, note=run.last.note)
     assert run.last.notices == ()
+    assert run.last.note.startswith("newer facts already applied")
     assert run.seat is not None and run.seat.attendee.email == JENS["email"]
 
 
@@ -287,15 +299,56 @@ def test_new_creation_after_cancellation_confirms_with_a_higher_sequence(
 
 @pytest.mark.parametrize(
     "late",
-    [substituted(5, METTE, JENS), cancelled(5), created(5, JENS)],
-    ids=["substitution", "cancellation", "creation"],
+    [substituted(5, METTE, JENS), created(5, JENS)],
+    ids=["substitution", "creation"],
 )
-def test_stale_events_are_ignored(conference: Conference, late: Event) -> None:
+def test_stale_events_change_nothing(conference: Conference, late: Event) -> None:
     run = apply(conference, [created(0), substituted(10, METTE, ASTRID), late])
     assert run.last.notices == ()
-    assert run.last.seat is None
     assert run.seat is not None
     assert (run.seat.attendee.email, run.seat.status) == (ASTRID["email"], "active")
+    assert run.seat.as_of == T0 + timedelta(minutes=10)
+
+
+def test_late_cancellation_before_a_substitution_cancels_the_seat(
+    conference: Conference,
+) -> None:
+    """In time order the substitution at 10 met a cancelled registration and was ignored, so
+    the registration ends cancelled, and Astrid's invite (sent when the substitution came
+    first) is cancelled."""
+    run = apply(conference, [created(0), substituted(10, METTE, ASTRID), cancelled(5)])
+    (notice,) = run.last.notices
+    assert notice.kind is Kind.CANCELLATION
+    assert notice.recipient.email == ASTRID["email"]
+    assert notice.invite == InviteSpec("CANCEL", uid_of(conference, ASTRID["email"]), 1)
+    assert run.seat is not None
+    assert (run.seat.attendee.email, run.seat.status) == (METTE["email"], "cancelled")
+
+
+def test_substitution_with_an_equal_time_follows_the_one_before(conference: Conference) -> None:
+    """Issue 11, defect 7: Mette -> Jens and Jens -> Astrid in the same second."""
+    events: list[Event] = [
+        created(0),
+        substituted(10, METTE, JENS, "evt-a"),
+        substituted(10, JENS, ASTRID, "evt-b"),
+    ]
+    run = apply(conference, events)
+    out, into, _copy = run.last.notices
+    assert out.recipient.email == JENS["email"]
+    assert out.invite == InviteSpec("CANCEL", uid_of(conference, JENS["email"]), 1)
+    assert into.recipient.email == ASTRID["email"]
+    assert into.invite == InviteSpec("REQUEST", uid_of(conference, ASTRID["email"]), 0)
+    assert run.seat is not None and run.seat.attendee.email == ASTRID["email"]
+
+
+def test_creation_that_changes_nothing_still_outranks_an_older_cancellation(
+    conference: Conference,
+) -> None:
+    """Issue 11, defect 8: in time order Mette is cancelled at 30 and registers again at 40."""
+    run = apply(conference, [created(0), created(40, event_id="evt-again"), cancelled(30)])
+    assert [p.notices for p in run.plans[1:]] == [(), ()]
+    assert run.seat is not None
+    assert (run.seat.attendee.email, run.seat.status) == (METTE["email"], "active")
 
 
 def test_creation_with_another_attendee_leaves_no_stale_invite(conference: Conference) -> None:
@@ -348,3 +401,80 @@ def test_seat_survives_json(conference: Conference) -> None:
     seat = apply(conference, [created(0), substituted(10, METTE, JENS)]).seat
     assert seat is not None
     assert Seat.from_json(seat.to_json()) == seat
+
+
+def _coming(run: Run) -> Notice:
+    (into,) = [n for n in run.last.notices if n.kind is Kind.SUBSTITUTION_IN]
+    return into
+
+
+def test_a_seat_passed_back_to_its_first_registrant_is_not_from_a_colleague(
+    conference: Conference,
+) -> None:
+    events: list[Event] = [created(0), substituted(10, METTE, JENS)]
+    there = apply(conference, events)
+    back = apply(
+        conference, [*events, substituted(20, JENS, {**METTE, "email": "METTE.Sorensen@aarhus.dk"})]
+    )
+    assert _coming(there).from_colleague is True
+    assert _coming(back).from_colleague is False
+    assert back.seat is not None and back.seat.first_registrant == Person(**METTE)
+
+
+def test_without_the_creation_the_first_registrant_is_who_passed_the_seat_on(
+    conference: Conference,
+) -> None:
+    run = apply(
+        conference,
+        [
+            substituted(10, METTE, JENS),
+            substituted(20, JENS, ASTRID),
+            substituted(30, ASTRID, METTE),
+        ],
+    )
+    assert _coming(apply(conference, [substituted(10, METTE, JENS)])).from_colleague is True
+    assert _coming(run).from_colleague is False
+    # The creation arriving late names the first registrant instead.
+    late = apply(conference, [created(0, ASTRID)], run.seat)
+    assert late.seat is not None and late.seat.first_registrant == Person(**ASTRID)
+
+
+def test_notice_json_without_the_flag_is_from_a_colleague(conference: Conference) -> None:
+    into = _coming(apply(conference, [substituted(10, METTE, JENS)]))
+    old = json.loads(into.to_json())
+    del old["from_colleague"]
+    assert Notice.from_json(json.dumps(old)).from_colleague is True
+    back = replace(into, from_colleague=False)
+    assert Notice.from_json(back.to_json()) == back
+
+
+def test_a_seat_stored_before_facts_loads_and_goes_on(conference: Conference) -> None:
+    """A record written by the previous version: no facts, no registered_at."""
+    old = {
+        "registration": REG,
+        "attendee": {**JENS, "organisation": JENS.get("organisation")},
+        "status": "active",
+        "as_of": (T0 + timedelta(minutes=10)).isoformat(),
+        "sequences": {uid_of(conference, METTE["email"]): 1, uid_of(conference, JENS["email"]): 0},
+    }
+    seat = Seat.from_json(json.dumps(old))
+    assert (seat.attendee.email, seat.status, seat.facts) == (JENS["email"], "active", ())
+    assert seat.registered_at == seat.as_of
+    assert seat.first_registrant is None  # unknown: the privacy notice stays
+    stale = plan_cancelled(cancelled(5), seat, conference)
+    assert stale.notices == ()
+    run = apply(conference, [substituted(20, JENS, METTE)], seat)
+    out, into, _copy = run.last.notices
+    assert out.invite == InviteSpec("CANCEL", uid_of(conference, JENS["email"]), 1)
+    assert into.invite == InviteSpec("REQUEST", uid_of(conference, METTE["email"]), 2)
+    assert into.from_colleague is True
+    assert run.seat is not None and Seat.from_json(run.seat.to_json()) == run.seat
+
+
+def test_with_people_replaces_everyone_the_seat_remembers(conference: Conference) -> None:
+    seat = apply(conference, [created(0), substituted(10, METTE, JENS)]).seat
+    assert seat is not None
+    nobody = Person("Anonym", "anonym@example.invalid")
+    text = seat.with_people(lambda _: nobody).to_json()
+    for person in (METTE, JENS):
+        assert person["email"] not in text and person["name"] not in text

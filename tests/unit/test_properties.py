@@ -235,6 +235,7 @@ def check_html(notice: Notice, html: str) -> None:
         stand_in(people[2], 2),
         notice.occurred_at,
         notice.batch,
+        notice.from_colleague,
     )
     html = html.replace("\r\n", "\n")  # the transfer encoding's line ends
     expected = RENDERER.render(notice.kind.value, _context(inert)).html

@@ -51,6 +51,16 @@ def test_golden_confirmation_with_times(
     golden.check("confirmation-timed.html", out.html)
 
 
+def test_golden_substitution_in_when_the_seat_came_back(
+    renderer: Renderer, conference: Conference, golden: Golden
+) -> None:
+    notice = replace(sample_notice(Kind.SUBSTITUTION_IN, conference), from_colleague=False)
+    out = render(renderer, notice, conference)
+    golden.check("substitution_in-came-back.subject", out.subject + "\n")
+    golden.check("substitution_in-came-back.txt", out.text)
+    golden.check("substitution_in-came-back.html", out.html)
+
+
 @pytest.mark.parametrize(
     ("kind", "subject"),
     [

@@ -47,6 +47,16 @@ def test_a_timed_conference_has_its_own_skeleton(
     assert len(renderer._skeletons) == 2
 
 
+def test_a_seat_that_came_back_has_its_own_skeleton(conference: Conference) -> None:
+    renderer = Renderer(Path("templates"))
+    colleague = sample_notice(Kind.SUBSTITUTION_IN, conference)
+    came_back = replace(colleague, from_colleague=False)
+    outs = [fast(renderer, n, conference) for n in (colleague, came_back, colleague)]
+    assert outs == [full(renderer, n, conference) for n in (colleague, came_back, colleague)]
+    assert "Dataansvarlig" in outs[0].text and "Dataansvarlig" not in outs[1].text
+    assert len(renderer._skeletons) == 2 and None not in renderer._skeletons.values()
+
+
 NAMES = st.text(
     st.characters(blacklist_categories=["Cs", "Cc", "Cf", "Zl", "Zp"]) | st.sampled_from(" <>&'\""),
     min_size=1,
