@@ -127,7 +127,8 @@ def _columns() -> tuple[ProgressColumn, ...]:
         MofNCompleteColumn(),
         TextColumn(
             "sent {task.fields[sent]} · failed {task.fields[failed]} · "
-            "skipped {task.fields[skipped]} · retrying {task.fields[retrying]}"
+            "skipped {task.fields[skipped]} · retrying {task.fields[retrying]} · "
+            "unknown {task.fields[unknown]}"
         ),
         TimeElapsedColumn(),
     )
@@ -174,7 +175,7 @@ def follow(
     deadline = time.monotonic() + timeout
     outage = _Outage(key, reconnect)
     with Progress(*_columns(), console=console, transient=False) as bar:
-        task = bar.add_task(WAITING, total=None, sent=0, failed=0, skipped=0, retrying=0)
+        task = bar.add_task(WAITING, total=None, sent=0, failed=0, skipped=0, retrying=0, unknown=0)
         while True:
             try:
                 st = _batch_status(client, key)
@@ -207,6 +208,7 @@ def _show(bar: Progress, task: TaskID, key: str, st: Status | None) -> bool:
         failed=st.counts["failed"],
         skipped=st.counts["skipped"],
         retrying=st.counts["retrying"],
+        unknown=st.counts["unknown"],
     )
     return st.done
 

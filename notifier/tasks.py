@@ -90,7 +90,7 @@ def _configure(app: Celery, settings: Settings) -> None:
         # kombu's Redis transport, but a task taken from the queue while Redis refuses writes
         # (out of memory, read-only) is held until Redis records it, not lost with the worker.
         # An explicit transport also takes the place of the URL's scheme (redis, rediss).
-        # broker_transport=broker.TRANSPORT,  # F-TEMP
+        broker_transport=broker.TRANSPORT,
         # Wait for Redis as long as it takes: a worker that gives up after kombu's default 100
         # attempts exits, and then nothing is delivered until a person starts it again.
         broker_connection_max_retries=None,

@@ -10,13 +10,18 @@ import pytest
 
 from notifier.conference import Conference, Conferences
 from notifier.render import Renderer
+from tests.conftest import CI
 from tests.unit.support import CONFERENCES_DIR, GOLDEN_DIR, SLUG, TEMPLATES_DIR, Golden
 
 
 @pytest.fixture(scope="session")
 def golden() -> Golden:
-    """Golden files in tests/unit/golden/; UPDATE_GOLDEN=1 rewrites them."""
-    return Golden(GOLDEN_DIR, update=os.environ.get("UPDATE_GOLDEN") == "1")
+    """Golden files in tests/unit/golden/; UPDATE_GOLDEN=1 rewrites them, never under CI
+    (a run that rewrote its own expectations would pass whatever the mails say)."""
+    update = os.environ.get("UPDATE_GOLDEN") == "1"
+    if update and CI:
+        pytest.fail("UPDATE_GOLDEN=1 is refused under CI=true: golden files are reviewed by hand")
+    return Golden(GOLDEN_DIR, update=update)
 
 
 @pytest.fixture(scope="session")
