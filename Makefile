@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m notifier.demo
+	$(BIN)/python -m devtools.demo
 
 lint: install
 	$(BIN)/ruff check .

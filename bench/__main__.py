@@ -35,7 +35,7 @@ from bench.procs import BenchError, raise_on_sigterm, wait_until
 from bench.report import RESULTS, Results, print_results, targets, write_json
 from bench.sinks import SinkChoice, SinkServer, start_sink
 from bench.stats import Throughput
-from notifier.compose import Composed
+from notifier.mail.compose import Composed
 
 Measure = Callable[[], Throughput]
 
@@ -123,7 +123,7 @@ def check_sink(sink: SinkServer, before: int, expected: int, what: str) -> None:
 
 
 def prepare_ceiling(cfg: Config, sink: SinkServer, r: Results) -> list[Composed]:
-    console.print(f"  composing {cfg.n:,} reminders with notifier.compose (not timed) ...")
+    console.print(f"  composing {cfg.n:,} reminders with notifier.mail.compose (not timed) ...")
     messages = composed_reminders(cfg.n, "ceiling")
     r.ceiling_width = ceiling.best_width(messages[: cfg.calibration_n], sink.port, WIDTHS)
     console.print(f"  fastest connection count of {WIDTHS[0]}..{WIDTHS[-1]}: {r.ceiling_width}")

@@ -17,7 +17,7 @@ import time
 
 from aiosmtpd.smtp import Envelope
 
-from notifier.sink import Sink
+from devtools.sink import Sink
 
 
 class StampingSink(Sink):

@@ -25,11 +25,11 @@ from icalendar import Calendar, Event, Timezone, vCalAddress, vText
 
 from bench.messages import attendee, shipped_conference
 from bench.stats import Throughput
-from notifier import danish
-from notifier.conference import Conference
-from notifier.notice import Kind
-from notifier.render import conference_facts, notice_context
-from notifier.samples import sample_notice
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind
+from notifier.mail import danish
+from notifier.mail.render import conference_facts, notice_context
+from notifier.mail.samples import sample_notice
 from notifier.settings import SHIPPED_TEMPLATES
 
 LOCAL_NAME = "bench.localhost"

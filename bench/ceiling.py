@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import aiosmtplib
 
 from bench.stats import Throughput
-from notifier.compose import Composed
+from notifier.mail.compose import Composed
 from notifier.settings import load_settings
 from notifier.smtp import Mailer, Sent
 

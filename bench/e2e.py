@@ -29,10 +29,11 @@ from bench.procs import BenchError, stop_group, wait_until
 from bench.rss import RssPeak, RssSampler
 from bench.sinks import SinkServer
 from bench.stats import Throughput, percentile
-from notifier import keys, localworker
-from notifier.batches import batch_key
-from notifier.localredis import PrivateRedis
+from devtools import localworker
+from devtools.localredis import PrivateRedis
 from notifier.settings import load_settings
+from notifier.store import keys
+from notifier.store.batches import batch_key
 from notifier.tasks import INGEST, QUEUE, create_app
 from tests.events import created, reminder
 

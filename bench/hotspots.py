@@ -28,7 +28,7 @@ import redis
 from bench.e2e import EARLY, REMINDER_AT, registrations
 from bench.procs import ROOT
 from bench.stats import Throughput
-from notifier.localredis import PrivateRedis
+from devtools.localredis import PrivateRedis
 from notifier.service import Service
 from notifier.settings import Settings, load_settings
 from tests.events import reminder

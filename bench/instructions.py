@@ -25,7 +25,7 @@ import redis
 from bench.e2e import EARLY, REMINDER_AT, registrations
 from bench.hotspots import deliver_in_chunks, settings_for, worker_like_logging
 from bench.sinks import start_sink
-from notifier.localredis import PrivateRedis
+from devtools.localredis import PrivateRedis
 from notifier.service import Service
 from tests.events import reminder
 

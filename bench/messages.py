@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from notifier.compose import Composed, compose
-from notifier.conference import Conference, Conferences
-from notifier.notice import Kind, Person
-from notifier.render import renderer
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.notice import Kind, Person
+from notifier.mail.compose import Composed, compose
+from notifier.mail.render import renderer
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import SHIPPED_CONFERENCES, SHIPPED_TEMPLATES
 
 CONFERENCE = "digitaliseringstraef-2024"

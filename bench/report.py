@@ -97,7 +97,7 @@ def _notes(r: Results) -> dict[str, str]:
 
 
 HOW_MEASURED = (
-    "ceiling: N reminders composed by notifier.compose before the clock starts, sent over K "
+    "ceiling: N reminders composed by notifier.mail.compose before the clock starts, sent over K "
     "reused aiosmtplib connections (asyncio.gather; K = the fastest of 4..8 on a calibration "
     "sample); counted by the sink's 250 replies.",
     "notifier SMTP path: the ceiling's messages through notifier's own sender, which skips two "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from bench.procs import ROOT, BenchError, port_open, stop_group, wait_until
-from notifier.sink import free_port
+from devtools.sink import free_port
 
 SMTP_SINK_PATHS = ("/usr/sbin/smtp-sink", "/usr/bin/smtp-sink")
 INSTALL_HINT = (
@@ -110,7 +110,7 @@ class AioSink:
     is_limit = True
 
     def __init__(self) -> None:
-        self.name = "aiosmtpd (notifier.sink.Sink in a separate process)"
+        self.name = "aiosmtpd (devtools.sink.Sink in a separate process)"
         self.port = free_port()
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(

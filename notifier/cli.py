@@ -12,13 +12,13 @@ from typing import IO, Any
 import click
 
 from notifier import ops
-from notifier.compose import compose
-from notifier.conference import Conferences
+from notifier.domain.conference import Conferences
+from notifier.domain.events import parse_event
+from notifier.domain.notice import Kind
 from notifier.errors import ConfigError, InvalidEvent
-from notifier.events import parse_event
-from notifier.notice import Kind
-from notifier.render import renderer
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.mail.compose import compose
+from notifier.mail.render import renderer
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import Settings, load_settings
 
 DEFAULT_CONFERENCE = "digitaliseringstraef-2024"

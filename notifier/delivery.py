@@ -12,8 +12,11 @@ from typing import Any
 import jinja2
 import redis
 
-from notifier.compose import Composed, compose
-from notifier.conference import Conferences
+from notifier.domain.conference import Conferences
+from notifier.domain.notice import Kind, Notice
+from notifier.domain.plan import Seat, current_invite
+from notifier.domain.recipients import mask
+from notifier.domain.retry import backoff
 from notifier.errors import (
     ConfigError,
     DeliveryError,
@@ -21,16 +24,13 @@ from notifier.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
-from notifier.gate import Gate
 from notifier.logs import scrub
-from notifier.notice import Kind, Notice
-from notifier.outbox import AsyncOutbox, Claim, Settlement
-from notifier.plan import Seat, current_invite
-from notifier.recipients import mask
-from notifier.render import Renderer
-from notifier.retry import backoff
+from notifier.mail.compose import Composed, compose
+from notifier.mail.render import Renderer
 from notifier.settings import Settings
 from notifier.smtp import Outcome, Sender, Sent
+from notifier.store.gate import Gate
+from notifier.store.outbox import AsyncOutbox, Claim, Settlement
 
 log = logging.getLogger("notifier")
 

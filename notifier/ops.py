@@ -23,20 +23,20 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from notifier import danish
-from notifier.batches import Batches, batch_key
-from notifier.compose import compose
-from notifier.conference import Conference, Conferences
-from notifier.deadletter import DeadLetters, Replay
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.notice import Kind, Notice
+from notifier.domain.plan import current_invite
 from notifier.errors import ConfigError
-from notifier.notice import Kind, Notice
-from notifier.outbox import Outbox
-from notifier.plan import current_invite
-from notifier.purge import PurgeRefused, purge
-from notifier.render import renderer
-from notifier.roster import Roster
+from notifier.mail import danish
+from notifier.mail.compose import compose
+from notifier.mail.render import renderer
 from notifier.settings import Settings
-from notifier.status import Failure, Status, status
+from notifier.store.batches import Batches, batch_key
+from notifier.store.deadletter import DeadLetters, Replay
+from notifier.store.outbox import Outbox
+from notifier.store.purge import PurgeRefused, purge
+from notifier.store.roster import Roster
+from notifier.store.status import Failure, Status, status
 
 console = Console()
 DEFAULT_BATCH = "reminder"

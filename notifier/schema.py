@@ -3,7 +3,7 @@
     python -m notifier.schema           # (re)writes schema/events.schema.json
     python -m notifier.schema --check   # exit 1 if the file is missing or stale
 
-The schema is generated from the pydantic models in notifier.events, so registration
+The schema is generated from the pydantic models in notifier.domain.events, so registration
 systems in any language can validate an event before they publish it.
 """
 
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from notifier.events import event_schema
+from notifier.domain.events import event_schema
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "events.schema.json"
 

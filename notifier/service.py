@@ -17,13 +17,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier import keys
-from notifier.batches import Batches
-from notifier.conference import Conferences
-from notifier.deadletter import DeadLetters
 from notifier.delivery import Delivery
-from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable
-from notifier.events import (
+from notifier.domain.conference import Conferences
+from notifier.domain.events import (
     Event,
     RegistrationCancelled,
     RegistrationCreated,
@@ -31,15 +27,19 @@ from notifier.events import (
     ReminderRequested,
     parse_event,
 )
-from notifier.gate import Gate
+from notifier.domain.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
+from notifier.domain.schedule import due_reminders
+from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable
 from notifier.logs import scrub
-from notifier.outbox import AsyncOutbox, Outbox
-from notifier.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
-from notifier.render import renderer
-from notifier.roster import Roster
-from notifier.schedule import due_reminders
+from notifier.mail.render import renderer
 from notifier.settings import Settings
 from notifier.smtp import Mailer
+from notifier.store import keys
+from notifier.store.batches import Batches
+from notifier.store.deadletter import DeadLetters
+from notifier.store.gate import Gate
+from notifier.store.outbox import AsyncOutbox, Outbox
+from notifier.store.roster import Roster
 
 log = logging.getLogger("notifier")
 

@@ -20,13 +20,13 @@ from typing import TypeVar
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
-from notifier.compose import Composed
 from notifier.errors import (
     DeliveryError,
     DeliveryUnknown,
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
+from notifier.mail.compose import Composed
 from notifier.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from celery.schedules import crontab
 
 from notifier import broker, logs
 from notifier.errors import StoreUnavailable
-from notifier.purge import purge_expired
 from notifier.service import Service
 from notifier.settings import Settings
+from notifier.store.purge import purge_expired
 
 log = logging.getLogger("notifier")
 

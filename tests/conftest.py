@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from notifier.localredis import PrivateRedis, answers
+from devtools.localredis import PrivateRedis, answers
+from devtools.sink import Sink
 from notifier.settings import Settings, load_settings
-from notifier.sink import Sink
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ import pytest
 import redis
 from celery import Celery
 
-from notifier.localredis import PrivateRedis
-from notifier.localworker import start_worker
-from notifier.sink import Sink, free_port
+from devtools.localredis import PrivateRedis
+from devtools.localworker import start_worker
+from devtools.sink import Sink, free_port
 from notifier.tasks import INGEST, QUEUE, create_app
 from tests.conftest import need, wait_for
 

@@ -17,9 +17,9 @@ from datetime import datetime
 import pytest
 import redis
 
-from notifier.outbox import Outbox, Record
-from notifier.sink import Sink
-from notifier.status import status
+from devtools.sink import Sink
+from notifier.store.outbox import Outbox, Record
+from notifier.store.status import status
 from tests.conftest import wait_for
 from tests.e2e.conftest import NamedWorker, PostfixSink, Stack, skewed_clock, start_all
 from tests.e2e.test_faults import tally

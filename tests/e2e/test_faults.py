@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from notifier.sink import Sink
-from notifier.status import status
+from devtools.sink import Sink
+from notifier.store.status import status
 from notifier.tasks import UNACKED_MUTEX_EXPIRE
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack

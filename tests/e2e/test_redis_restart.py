@@ -16,8 +16,8 @@ from typing import IO
 import pytest
 import yaml
 
-from notifier.sink import Received
-from notifier.status import status
+from devtools.sink import Received
+from notifier.store.status import status
 from tests.conftest import ROOT, wait_for
 from tests.e2e.conftest import NamedWorker, Stack, Worker
 from tests.events import CONFERENCE, created, person, reminder

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from devtools.sink import Received
 from notifier.cli import main
-from notifier.sink import Received
-from notifier.status import status
+from notifier.store.status import status
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack
 from tests.events import cancelled, created, person, reminder, substituted

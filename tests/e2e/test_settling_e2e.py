@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from notifier.cli import main
-from notifier.status import status
+from notifier.store.status import status
 from tests.conftest import ROOT
 from tests.e2e.conftest import Stack
 from tests.events import created, person

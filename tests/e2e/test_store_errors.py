@@ -12,13 +12,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from devtools.localredis import PrivateRedis
+from devtools.sink import Sink, free_port
 from notifier.cli import main
-from notifier.deadletter import DeadLetters
 from notifier.errors import StoreUnavailable
-from notifier.localredis import PrivateRedis
 from notifier.service import Service
 from notifier.settings import load_settings
-from notifier.sink import Sink, free_port
+from notifier.store.deadletter import DeadLetters
 from notifier.tasks import INGEST, QUEUE, STORE_ERRORS
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack

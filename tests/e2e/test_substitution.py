@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 from icalendar import Calendar
 
-from notifier.sink import Received
+from devtools.sink import Received
 from tests.e2e.conftest import Stack
 from tests.events import ASTRID, JENS, METTE, cancelled, created, substituted
 

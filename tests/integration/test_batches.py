@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from devtools.sink import Sink
 from notifier.service import Service
 from notifier.settings import Settings
-from notifier.sink import Sink
-from notifier.status import status
+from notifier.store.status import status
 from tests.conftest import Clock
 from tests.events import cancelled, created, person, reminder, substituted
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from notifier import keys
+from devtools.sink import Sink, free_port
 from notifier.service import Service
 from notifier.settings import Settings
-from notifier.sink import Sink, free_port
+from notifier.store import keys
 from tests.conftest import ROOT
 from tests.events import created, person
 

@@ -11,9 +11,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from devtools.sink import free_port
 from notifier.cli import main
-from notifier.deadletter import DeadLetters
-from notifier.sink import free_port
+from notifier.store.deadletter import DeadLetters
 from notifier.tasks import INGEST, QUEUE
 from tests.conftest import TEST_REDIS_URL
 from tests.events import created, person

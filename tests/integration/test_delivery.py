@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from devtools.sink import Sink
 from notifier.service import Service
 from notifier.settings import Settings
-from notifier.sink import Sink
 from tests.conftest import Clock, wait_for
 from tests.events import created, person
 
@@ -152,7 +152,7 @@ def test_attempts_run_out(service: Callable[..., Service], sink: Sink, clock: Cl
 def test_relay_down_means_retrying(
     service: Callable[..., Service], make_settings: Callable[..., Settings]
 ) -> None:
-    from notifier.sink import free_port
+    from devtools.sink import free_port
 
     svc = service(smtp_port=str(free_port()))
     [key] = _register(svc, 1)

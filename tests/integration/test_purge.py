@@ -15,12 +15,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from notifier import keys
+from devtools.sink import Sink
 from notifier.cli import main
-from notifier.conference import Conference, Conferences
-from notifier.notice import invite_uid
-from notifier.outbox import STATES, text
-from notifier.purge import (
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.notice import invite_uid
+from notifier.service import Service
+from notifier.settings import SHIPPED_CONFERENCES, Settings
+from notifier.store import keys
+from notifier.store.outbox import STATES, text
+from notifier.store.purge import (
     ANON_EMAIL,
     PurgeRefused,
     anonymise_dead_letter,
@@ -30,9 +33,6 @@ from notifier.purge import (
     retention_ends,
     scrub,
 )
-from notifier.service import Service
-from notifier.settings import SHIPPED_CONFERENCES, Settings
-from notifier.sink import Sink
 from tests.conftest import TEST_REDIS_URL, Clock
 from tests.events import ASTRID, CONFERENCE, JENS, METTE, cancelled, created, reminder, substituted
 
@@ -392,7 +392,7 @@ def test_retention_counts_from_the_conference_end() -> None:
 
 
 def test_scrub_removes_addresses_and_known_people() -> None:
-    from notifier.notice import Person
+    from notifier.domain.notice import Person
 
     mette = Person("Mette Sørensen", "mette.sorensen@aarhus.dk")
     assert scrub("550 5.1.1 <mette.sorensen@aarhus.dk>: unknown", [mette]) == (

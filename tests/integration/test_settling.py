@@ -18,14 +18,14 @@ import redis
 
 import notifier.delivery
 import notifier.smtp
-from notifier import keys
+from devtools.sink import Sink
 from notifier.delivery import Delivery
-from notifier.outbox import AsyncOutbox, Outbox
-from notifier.plan import Seat
+from notifier.domain.plan import Seat
 from notifier.service import Service
 from notifier.settings import Settings
-from notifier.sink import Sink
-from notifier.status import status
+from notifier.store import keys
+from notifier.store.outbox import AsyncOutbox, Outbox
+from notifier.store.status import status
 from tests.conftest import ROOT, Clock, wait_for
 from tests.events import created, person, reminder
 

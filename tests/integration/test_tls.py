@@ -23,17 +23,17 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from kombu.connection import Connection
 
-from notifier.compose import compose
-from notifier.conference import Conferences
+from devtools.sink import free_port
+from notifier.domain.conference import Conferences
+from notifier.domain.notice import Kind
 from notifier.errors import DeliveryError, TemporaryDeliveryError
-from notifier.notice import Kind
-from notifier.outbox import Record
-from notifier.render import renderer
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.mail.compose import compose
+from notifier.mail.render import renderer
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.service import Service
 from notifier.settings import Settings, load_settings
-from notifier.sink import free_port
 from notifier.smtp import Mailer
+from notifier.store.outbox import Record
 from tests.conftest import ROOT
 from tests.events import CONFERENCE, METTE, created
 
@@ -327,11 +327,11 @@ def test_a_rediss_url_verifies_the_certificate_in_broker_and_store() -> None:
 
 CLOSE_SCRIPT = """
 import ssl, sys
-from notifier.compose import compose
-from notifier.conference import Conferences
-from notifier.notice import Kind
-from notifier.render import renderer
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.mail.compose import compose
+from notifier.domain.conference import Conferences
+from notifier.domain.notice import Kind
+from notifier.mail.render import renderer
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import load_settings
 from notifier.smtp import Mailer, Sent
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from notifier.compose import Composed
+from devtools.sink import Sink
+from notifier.mail.compose import Composed
 from notifier.settings import Settings
-from notifier.sink import Sink
 from notifier.smtp import Mailer, Sent
 
 pytestmark = pytest.mark.integration

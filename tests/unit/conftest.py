@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.conference import Conference, Conferences
-from notifier.render import Renderer
+from notifier.domain.conference import Conference, Conferences
+from notifier.mail.render import Renderer
 from tests.conftest import CI
 from tests.unit.support import CONFERENCES_DIR, GOLDEN_DIR, SLUG, TEMPLATES_DIR, Golden
 

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from notifier.compose import Composed, clean_sender_name, compose
-from notifier.conference import Conference
-from notifier.notice import Kind, Notice, Person
-from notifier.recipients import check_name
-from notifier.render import Renderer
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind, Notice, Person
+from notifier.domain.recipients import check_name
+from notifier.mail.compose import Composed, clean_sender_name, compose
+from notifier.mail.render import Renderer
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 
 SUBJECT = "Bekræftelse af tilmelding: Kommunernes Digitaliseringstræf '24 mandag den 22. april 2024"
 

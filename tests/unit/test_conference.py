@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.conference import Conference, Conferences, load_conference_file
+from notifier.domain.conference import Conference, Conferences, load_conference_file
 from notifier.errors import ConfigError
 from tests.unit.support import SLUG
 

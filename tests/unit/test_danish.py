@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notifier import danish
+from notifier.mail import danish
 
 CPH = ZoneInfo("Europe/Copenhagen")
 NBSP = "\u00a0"

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.errors import InvalidEvent
-from notifier.events import (
+from notifier.domain.events import (
     MAX_EVENT_BYTES,
     RegistrationCancelled,
     RegistrationCreated,
@@ -22,6 +21,7 @@ from notifier.events import (
     ReminderRequested,
     parse_event,
 )
+from notifier.errors import InvalidEvent
 from tests.events import JENS, METTE
 from tests.unit.support import SLUG
 

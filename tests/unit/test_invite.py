@@ -17,11 +17,11 @@ from icalendar import Calendar, Parameters, vDDDTypes, vInt, vText
 from icalendar.parser import Contentline
 from icalendar.parser.string import _foldline
 
-from notifier.conference import Conference
-from notifier.invite import _named, build_invite, fold
-from notifier.notice import InviteSpec, Kind, Person, invite_uid
-from notifier.render import Renderer, conference_facts, notice_context
-from notifier.samples import SAMPLE_NOW, sample_notice
+from notifier.domain.conference import Conference
+from notifier.domain.notice import InviteSpec, Kind, Person, invite_uid
+from notifier.mail.invite import _named, build_invite, fold
+from notifier.mail.render import Renderer, conference_facts, notice_context
+from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from tests.unit.support import SLUG, Golden
 
 CPH = ZoneInfo("Europe/Copenhagen")

@@ -74,7 +74,7 @@ def test_checker_finds_what_it_looks_for() -> None:
             "from time import monotonic",
             "from datetime import datetime, time",
             "from notifier import smtp, danish",
-            "from notifier.outbox import Outbox",
+            "from notifier.store.outbox import Outbox",
             "stamp = datetime.now()",
             "day = date.today()",
         ]
@@ -83,7 +83,7 @@ def test_checker_finds_what_it_looks_for() -> None:
         "line 1: imports redis.asyncio",
         "line 2: imports time",
         "line 4: imports effectful notifier.smtp",
-        "line 5: imports effectful notifier.outbox",
+        "line 5: imports effectful notifier.store.outbox",
         "line 6: reads the clock with .now()",
         "line 7: reads the clock with .today()",
     ]

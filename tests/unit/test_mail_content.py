@@ -16,10 +16,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from notifier.conference import Conference
-from notifier.notice import Kind, Notice
-from notifier.render import Rendered, Renderer, conference_facts
-from notifier.samples import JENS, METTE, sample_notice
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind, Notice
+from notifier.mail.render import Rendered, Renderer, conference_facts
+from notifier.mail.samples import JENS, METTE, sample_notice
 
 NBSP = "\u00a0"
 TITLE = "Kommunernes Digitaliseringstræf '24"

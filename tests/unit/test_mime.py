@@ -9,7 +9,7 @@ from email.header import decode_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.mime import encoded_words, mailbox, quoted_printable
+from notifier.mail.mime import encoded_words, mailbox, quoted_printable
 
 TEXT = st.text(
     st.characters(blacklist_categories=["Cs"]) | st.sampled_from(" \t\n\r.=æø€"), max_size=300

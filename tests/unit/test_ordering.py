@@ -26,10 +26,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from notifier.conference import Conference, Conferences
-from notifier.events import RegistrationCreated, RegistrationSubstituted
-from notifier.notice import InviteSpec, Notice, Person
-from notifier.plan import Plan, Seat
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.events import RegistrationCreated, RegistrationSubstituted
+from notifier.domain.notice import InviteSpec, Notice, Person
+from notifier.domain.plan import Plan, Seat
 from tests.events import ASTRID, JENS, METTE
 from tests.unit.support import CONFERENCES_DIR, SLUG
 from tests.unit.test_plan import Event, cancelled, created, plan, substituted, uid_of

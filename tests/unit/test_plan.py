@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from notifier.conference import Conference
-from notifier.events import (
+from notifier.domain.conference import Conference
+from notifier.domain.events import (
     RegistrationCancelled,
     RegistrationCreated,
     RegistrationSubstituted,
     parse_event,
 )
-from notifier.notice import InviteSpec, Kind, Notice, Person, invite_uid
-from notifier.plan import (
+from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
+from notifier.domain.plan import (
     Plan,
     Seat,
     current_invite,

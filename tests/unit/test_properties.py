@@ -28,15 +28,15 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 from markupsafe import escape
 
-from notifier.compose import Composed, compose
-from notifier.conference import Conference, Conferences
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.events import RegistrationCreated, RegistrationSubstituted, parse_event
+from notifier.domain.notice import Notice, Person
+from notifier.domain.plan import plan_created, plan_substituted
+from notifier.domain.recipients import check_address, check_name
 from notifier.errors import InvalidEvent
-from notifier.events import RegistrationCreated, RegistrationSubstituted, parse_event
-from notifier.notice import Notice, Person
-from notifier.plan import plan_created, plan_substituted
-from notifier.recipients import check_address, check_name
-from notifier.render import Renderer, conference_facts, notice_context
-from notifier.samples import SAMPLE_NOW
+from notifier.mail.compose import Composed, compose
+from notifier.mail.render import Renderer, conference_facts, notice_context
+from notifier.mail.samples import SAMPLE_NOW
 from tests.unit.support import CONFERENCES_DIR, SLUG, TEMPLATES_DIR
 
 CONF: Conference = Conferences(CONFERENCES_DIR).get(SLUG)

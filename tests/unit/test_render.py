@@ -13,10 +13,10 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from notifier.conference import Conference
-from notifier.notice import Kind, Notice, Person
-from notifier.render import Rendered, Renderer, conference_facts, notice_context
-from notifier.samples import METTE, sample_notice
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind, Notice, Person
+from notifier.mail.render import Rendered, Renderer, conference_facts, notice_context
+from notifier.mail.samples import METTE, sample_notice
 from tests.unit.support import Golden
 
 NBSP = "\u00a0"

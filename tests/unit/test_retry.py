@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from notifier.retry import backoff
+from notifier.domain.retry import backoff
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notifier.conference import Conference, Conferences, ReminderRule
-from notifier.schedule import due_reminders, due_time
+from notifier.domain.conference import Conference, Conferences, ReminderRule
+from notifier.domain.schedule import due_reminders, due_time
 
 CPH = ZoneInfo("Europe/Copenhagen")
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from notifier.events import event_schema
+from notifier.domain.events import event_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "events.schema.json"
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.conference import Conference
-from notifier.notice import Kind, Notice, Person
-from notifier.render import Rendered, Renderer, conference_facts, notice_context
-from notifier.samples import sample_notice
-from notifier.skeleton import Holes, Skeleton, marker
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind, Notice, Person
+from notifier.mail.render import Rendered, Renderer, conference_facts, notice_context
+from notifier.mail.samples import sample_notice
+from notifier.mail.skeleton import Holes, Skeleton, marker
 
 
 def full(renderer: Renderer, notice: Notice, conf: Conference) -> Rendered:

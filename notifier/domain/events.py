@@ -23,9 +23,9 @@ from pydantic import (
     ValidationError,
 )
 
-from notifier.conference import SLUG_PATTERN
+from notifier.domain.conference import SLUG_PATTERN
+from notifier.domain.recipients import Address, PersonName, check_name
 from notifier.errors import InvalidEvent
-from notifier.recipients import Address, PersonName, check_name
 
 MAX_EVENT_BYTES = 16_384
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from notifier.events import Attendee
+from notifier.domain.events import Attendee
 
 
 class Kind(StrEnum):

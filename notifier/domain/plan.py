@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from notifier.conference import Conference
-from notifier.events import (
+from notifier.domain.conference import Conference
+from notifier.domain.events import (
     RegistrationCancelled,
     RegistrationCreated,
     RegistrationSubstituted,
 )
-from notifier.notice import InviteSpec, Kind, Notice, Person, invite_uid
-from notifier.recipients import same_address
+from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
+from notifier.domain.recipients import same_address
 
 log = logging.getLogger(__name__)
 

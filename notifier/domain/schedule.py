@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from notifier.conference import Conference, ReminderRule
+from notifier.domain.conference import Conference, ReminderRule
 
 CATCH_UP = timedelta(days=1)
 

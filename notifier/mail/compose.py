@@ -25,11 +25,11 @@ from functools import lru_cache
 
 import idna
 
-from notifier import mime
-from notifier.conference import Conference
-from notifier.invite import build_invite
-from notifier.notice import Notice, digest
-from notifier.render import Renderer, conference_facts
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Notice, digest
+from notifier.mail import mime
+from notifier.mail.invite import build_invite
+from notifier.mail.render import Renderer, conference_facts
 
 SENDER_NAME_STRIP = str.maketrans("", "", '@:,"<>;\\')
 

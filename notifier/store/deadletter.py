@@ -9,9 +9,9 @@ from typing import Any
 
 import redis
 
-from notifier import keys
-from notifier.notice import digest
-from notifier.outbox import text
+from notifier.domain.notice import digest
+from notifier.store import keys
+from notifier.store.outbox import text
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,13 +52,14 @@ from typing import Any, TypeVar
 
 import redis
 
-from notifier import danish, keys
-from notifier.conference import Conference, Conferences
+from notifier.domain.conference import Conference, Conferences
+from notifier.domain.notice import Notice, Person
+from notifier.domain.plan import Seat
 from notifier.errors import ConfigError, NotifierError
-from notifier.notice import Notice, Person
-from notifier.outbox import text
-from notifier.plan import Seat
-from notifier.roster import seat_key
+from notifier.mail import danish
+from notifier.store import keys
+from notifier.store.outbox import text
+from notifier.store.roster import seat_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from notifier import keys
-from notifier.events import Event
-from notifier.outbox import Outbox
-from notifier.plan import Plan, Seat
+from notifier.domain.events import Event
+from notifier.domain.plan import Plan, Seat
+from notifier.store import keys
+from notifier.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

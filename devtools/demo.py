@@ -25,15 +25,15 @@ import redis
 from celery import Celery
 from rich.console import Console
 
-from notifier import keys
-from notifier.compose import message_id
-from notifier.conference import Conferences
-from notifier.localredis import PrivateRedis, answers, server_binary
-from notifier.localworker import start_worker
-from notifier.notice import Kind
-from notifier.outbox import Outbox, text
+from devtools.localredis import PrivateRedis, answers, server_binary
+from devtools.localworker import start_worker
+from devtools.sink import Sink
+from notifier.domain.conference import Conferences
+from notifier.domain.notice import Kind
+from notifier.mail.compose import message_id
 from notifier.settings import load_settings
-from notifier.sink import Sink
+from notifier.store import keys
+from notifier.store.outbox import Outbox, text
 from notifier.tasks import INGEST, QUEUE, create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis.asyncio
 
-from notifier import keys
+from notifier.store import keys
 
 # KEYS: pause, rate; ARGV: interval (0 = no limit). Returns {paused_until, wait} as strings.
 _GATE = """

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from notifier.sink import free_port
+from devtools.sink import free_port
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import redis
 
-from notifier.batches import Batches, BatchInfo
-from notifier.outbox import STATES, Outbox, Record
-from notifier.roster import Roster
+from notifier.store.batches import Batches, BatchInfo
+from notifier.store.outbox import STATES, Outbox, Record
+from notifier.store.roster import Roster
 
 FINISHED = ("sent", "failed", "skipped", "unknown")
 

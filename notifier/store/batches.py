@@ -15,12 +15,12 @@ from datetime import datetime
 
 import redis
 
-from notifier import keys
-from notifier.conference import Conference
-from notifier.notice import Kind, Notice
-from notifier.outbox import Outbox, text
-from notifier.plan import Seat
-from notifier.roster import Roster, seat_key
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Kind, Notice
+from notifier.domain.plan import Seat
+from notifier.store import keys
+from notifier.store.outbox import Outbox, text
+from notifier.store.roster import Roster, seat_key
 
 PAGE = 500
 

@@ -13,8 +13,8 @@ from functools import lru_cache
 from icalendar import Calendar, Event, Timezone, vCalAddress, vText
 from icalendar.parser import param_value
 
-from notifier.conference import Conference
-from notifier.notice import InviteSpec, Person
+from notifier.domain.conference import Conference
+from notifier.domain.notice import InviteSpec, Person
 
 PRODID = "-//notifier//Danish conference mail 0.1//DA"
 

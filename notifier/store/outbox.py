@@ -25,9 +25,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier import keys
-from notifier.notice import Notice
-from notifier.pipelining import Pipelined, Script
+from notifier.domain.notice import Notice
+from notifier.store import keys
+from notifier.store.pipelining import Pipelined, Script
 
 STATES = ("queued", "sending", "retrying", "sent", "failed", "skipped", "unknown")
 FINAL = frozenset({"sent", "failed", "skipped", "unknown"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.conference import Conference
-from notifier.notice import InviteSpec, Kind, Notice, Person, invite_uid
+from notifier.domain.conference import Conference
+from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
 
 SAMPLE_NOW = datetime(2024, 2, 14, 9, 2, 11, tzinfo=UTC)
 METTE = Person("Mette Sørensen", "mette.sorensen@aarhus.dk", "Aarhus Kommune")

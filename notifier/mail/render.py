@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
-from notifier import danish, skeleton
-from notifier.conference import Conference
-from notifier.notice import Notice, Person
-from notifier.skeleton import Skeleton, Values
+from notifier.domain.conference import Conference
+from notifier.domain.notice import Notice, Person
+from notifier.mail import danish, skeleton
+from notifier.mail.skeleton import Skeleton, Values
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class Renderer:
 
     def render_notice(self, notice: Notice, facts: Facts, tz: tzinfo) -> Rendered:
         """What `render` gives for the notice's context, from a skeleton of its shape
-        where one can be used (see notifier.skeleton): the same text, about 10 times faster."""
+        where one can be used (see notifier.mail.skeleton): the same text, about 10 times faster."""
         kind, has_invite = notice.kind.value, notice.invite is not None
         colleague = notice.from_colleague
         values = personal_values(notice, tz)
