@@ -28,6 +28,7 @@ schema: install
 	$(BIN)/python -m notifier.schema
 
 test: lint typecheck
+	$(BIN)/lint-imports
 	$(BIN)/python -m notifier.schema --check
 	$(BIN)/pytest
 

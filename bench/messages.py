@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Person
+from notifier.loading import Conferences, renderer
 from notifier.mail.compose import Composed, compose
-from notifier.mail.render import renderer
 from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import SHIPPED_CONFERENCES, SHIPPED_TEMPLATES
 

@@ -1,4 +1,4 @@
-"""`make demo`: the whole service on local defaults, in about ten seconds.
+"""`make demo`: the whole service on local defaults, in one command.
 
 Redis: the one on 127.0.0.1:6379 if it answers (database 13, emptied first), else a private
 redis-server on a free port. SMTP: a local server that stores each message as an .eml file.
@@ -28,12 +28,13 @@ from rich.console import Console
 from devtools.localredis import PrivateRedis, answers, server_binary
 from devtools.localworker import start_worker
 from devtools.sink import Sink
-from notifier.domain.conference import Conferences
 from notifier.domain.notice import Kind
+from notifier.loading import Conferences
 from notifier.mail.compose import message_id
 from notifier.settings import load_settings
 from notifier.store import keys
-from notifier.store.outbox import Outbox, text
+from notifier.store.codec import text
+from notifier.store.outbox import Outbox
 from notifier.tasks import INGEST, QUEUE, create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,12 +12,11 @@ from typing import IO, Any
 import click
 
 from notifier import ops
-from notifier.domain.conference import Conferences
 from notifier.domain.events import parse_event
 from notifier.domain.notice import Kind
 from notifier.errors import ConfigError, InvalidEvent
+from notifier.loading import Conferences, renderer
 from notifier.mail.compose import compose
-from notifier.mail.render import renderer
 from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import Settings, load_settings
 

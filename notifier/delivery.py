@@ -12,7 +12,6 @@ from typing import Any
 import jinja2
 import redis
 
-from notifier.domain.conference import Conferences
 from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import Seat, current_invite
 from notifier.domain.recipients import mask
@@ -24,6 +23,7 @@ from notifier.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
+from notifier.loading import Conferences
 from notifier.logs import scrub
 from notifier.mail.compose import Composed, compose
 from notifier.mail.render import Renderer
@@ -169,30 +169,43 @@ class Delivery:
             "batch": claim.notice.batch,
         }
         if isinstance(outcome, Sent):
-            # Not awaited: the session's next call (its next claim) follows it in the same
-            # or a later pipeline, so the record is in Redis before the next send starts.
-            self._record_soon(claim, outcome.reply)
-            log.info(
-                "sent %s",
-                claim.key,
-                extra={**fields, "state": "sent", "reply": scrub(outcome.reply)},
-            )
-            return
-        assert isinstance(outcome, DeliveryError)
-        if isinstance(outcome, DeliveryUnknown):
+            self._sent(claim, outcome, fields)
+        elif isinstance(outcome, DeliveryUnknown):
             await self._unknown(claim, outcome, fields)
-            return
+        elif (
+            isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts
+        ):
+            await self._failed(claim, outcome, fields)
+        else:
+            await self._retry(claim, outcome, fields)
+
+    def _sent(self, claim: Claim, outcome: Sent, fields: Mapping[str, object]) -> None:
+        # Not awaited: the session's next call (its next claim) follows it in the same
+        # or a later pipeline, so the record is in Redis before the next send starts.
+        self._record_soon(claim, outcome.reply)
+        log.info(
+            "sent %s",
+            claim.key,
+            extra={**fields, "state": "sent", "reply": scrub(outcome.reply)},
+        )
+
+    async def _failed(
+        self, claim: Claim, outcome: DeliveryError, fields: Mapping[str, object]
+    ) -> None:
+        await self._finish(claim, Settlement("failed", outcome.reply))
         reply = scrub(outcome.reply)
-        if isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts:
-            await self._finish(claim, Settlement("failed", outcome.reply))
-            log.warning(
-                "failed %s after %d attempt(s): %s",
-                claim.key,
-                claim.token,
-                reply,
-                extra={**fields, "state": "failed", "reply": reply},
-            )
-            return
+        log.warning(
+            "failed %s after %d attempt(s): %s",
+            claim.key,
+            claim.token,
+            reply,
+            extra={**fields, "state": "failed", "reply": reply},
+        )
+
+    async def _retry(
+        self, claim: Claim, outcome: DeliveryError, fields: Mapping[str, object]
+    ) -> None:
+        reply = scrub(outcome.reply)
         if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
             until = await self.gate.pause(self.settings.retry_base_seconds)
             log.warning(

@@ -5,15 +5,24 @@
     NotifierError                  base; never raised directly
     ├── ConfigError                a setting or a conference file is wrong; names the variable/field
     ├── InvalidEvent               an event fails validation; .errors lists (field, reason)
+    ├── UnknownRegistration        an event names a registration no seat holds (a cancellation
+    │                              that came first): .registration; the event is a dead letter
+    ├── UnknownBatch               no batch, or more than one, has this key or id: .batch,
+    │                              .candidates; also a LookupError, as status() raised before
     ├── StoreUnavailable           Redis did not take a write or answer (down, OOM, READONLY):
-                                   the task is retried, the event stays on the queue
+    │                              the task is retried, the event stays on the queue
     └── DeliveryError              .smtp_code, .reply: an SMTP delivery did not succeed
         ├── TemporaryDeliveryError retried with backoff
         ├── PermanentDeliveryError recorded as failed, never retried
         └── DeliveryUnknown        no reply to the final dot: the relay may have the message;
                                    resent at most NOTIFIER_UNKNOWN_RESENDS times, then `unknown`
 
-Third-party exceptions (pydantic, aiosmtplib, redis) are translated into these at the boundary.
+Third-party exceptions are translated where they enter: pydantic's in parse_event
+(InvalidEvent) and in load_settings and the conference loader (ConfigError), aiosmtplib's and
+the socket's in smtp.classify (DeliveryError), redis-py's in Service.ingest (StoreUnavailable).
+Two paths let redis.RedisError through on purpose, because their callers tell a restart from
+other store errors: the delivery run (Service.deliver; the Celery task retries on both) and
+status(), which reads through the caller's own client.
 """
 
 from __future__ import annotations
@@ -83,8 +92,44 @@ class DeliveryUnknown(DeliveryError):
     a bounded number of times and then recorded as `unknown`, never as failed."""
 
 
+class UnknownRegistration(NotifierError):
+    """An event needs a seat that does not exist yet: a cancellation of a registration whose
+    creation has not arrived. Never a bug of ours (a KeyError is one): the event is kept as a
+    dead letter, to replay once the registration exists."""
+
+    def __init__(self, registration: str) -> None:
+        self.registration = registration
+        super().__init__(f"registration {registration} is unknown: no attendee to notify")
+
+
+class UnknownBatch(NotifierError, LookupError):
+    """No batch has this key or id, or an id names batches of several conferences.
+
+    Also a LookupError: callers of status() caught that before this class existed."""
+
+    def __init__(self, batch: str, candidates: Sequence[str] = ()) -> None:
+        self.batch = batch
+        self.candidates: tuple[str, ...] = tuple(candidates)
+        found = f"ambiguous, one of {', '.join(self.candidates)}" if candidates else "not found"
+        super().__init__(f"batch {batch!r}: {found}")
+
+
 class StoreUnavailable(NotifierError):
     """Redis could not apply an event (down, out of memory, read-only after a failover).
 
     Never a verdict on the event: it stays on the queue and is retried, and is not made a
     dead letter (which would need the same store)."""
+
+
+__all__ = [
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryUnknown",
+    "InvalidEvent",
+    "NotifierError",
+    "PermanentDeliveryError",
+    "StoreUnavailable",
+    "TemporaryDeliveryError",
+    "UnknownBatch",
+    "UnknownRegistration",
+]

@@ -23,13 +23,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import current_invite
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, UnknownBatch
+from notifier.loading import Conferences, renderer
 from notifier.mail import danish
 from notifier.mail.compose import compose
-from notifier.mail.render import renderer
 from notifier.settings import Settings
 from notifier.store.batches import Batches, batch_key
 from notifier.store.deadletter import DeadLetters, Replay
@@ -216,7 +216,7 @@ def _show(bar: Progress, task: TaskID, key: str, st: Status | None) -> bool:
 def _batch_status(client: redis.Redis, key: str) -> Status | None:
     try:
         return status(client, key, failures=False)
-    except LookupError:
+    except UnknownBatch:  # not opened yet: the worker has not taken the event
         return None
 
 
@@ -310,7 +310,7 @@ def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
 def status_command(settings: Settings, batch: str | None) -> None:
     try:
         st = status(_client(settings), batch)
-    except LookupError as exc:
+    except UnknownBatch as exc:
         raise click.ClickException(str(exc)) from None
     print_status(st, f"batch {st.batch.key}" if st.batch else "all messages")
 

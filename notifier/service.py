@@ -6,7 +6,6 @@ so tests drive this with a real Redis and a real SMTP server and a fixed clock.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -18,7 +17,6 @@ import redis
 import redis.asyncio
 
 from notifier.delivery import Delivery
-from notifier.domain.conference import Conferences
 from notifier.domain.events import (
     Event,
     RegistrationCancelled,
@@ -29,12 +27,11 @@ from notifier.domain.events import (
 )
 from notifier.domain.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
 from notifier.domain.schedule import due_reminders
-from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable
+from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable, UnknownRegistration
+from notifier.loading import Conferences, renderer
 from notifier.logs import scrub
-from notifier.mail.render import renderer
 from notifier.settings import Settings
 from notifier.smtp import Mailer
-from notifier.store import keys
 from notifier.store.batches import Batches
 from notifier.store.deadletter import DeadLetters
 from notifier.store.gate import Gate
@@ -153,8 +150,9 @@ class Service:
             return self._dead(payload, list(exc.errors), now)
         except ConfigError as exc:
             return self._dead(payload, [("conference", str(exc))], now)
-        except LookupError as exc:
-            return self._dead(payload, [("registration.id", str(exc.args[0]))], now)
+        except UnknownRegistration as exc:
+            # Named, not LookupError: a KeyError from a bug must not pass for an unknown seat.
+            return self._dead(payload, [("registration.id", str(exc))], now)
         except redis.RedisError:
             raise  # a store error says nothing about the event: never a dead letter
         except Exception as exc:
@@ -217,14 +215,13 @@ class Service:
     def _reminder_batch(self, event: ReminderRequested, now: float) -> list[str]:
         conf = self.conferences.get(event.conference)
         info = self.batches.open(conf.slug, event.batch.id, event.occurred_at, now)
-        marker = json.dumps({"type": event.type, "batch": info.key})
         if info.state == "planned":  # asked again: hand on what is still to send
-            self.r.set(keys.event(event.id), marker)
+            self.batches.record_request(event.id, event.type, info.key)
             return self.batches.unfinished(info.key)
         planned: list[str] = []
         total = self.batches.plan(info, conf, now, self.hand_on or planned.extend)
         log.info("batch %s planned: %d reminder(s)", info.key, total, extra={"batch": info.key})
-        self.r.set(keys.event(event.id), marker)
+        self.batches.record_request(event.id, event.type, info.key)
         return planned
 
     # -- deliver ------------------------------------------------------------------------
@@ -247,7 +244,7 @@ class Service:
             except ConfigError as exc:
                 log.error("scheduled reminders: skipping %s: %s", slug, exc)
         events = [due.event() for due in due_reminders(confs, self.clock())]
-        return [e for e in events if not self.r.exists(keys.event(str(e["id"])))]
+        return [e for e in events if not self.roster.seen(str(e["id"]))]
 
     # -- sweeping -----------------------------------------------------------------------
 
@@ -255,10 +252,6 @@ class Service:
         """Messages to hand to a deliver task now: retries whose time has come, claims whose
         worker died (lease over), and queued messages no task took (a crash between commit
         and enqueue)."""
-        vt = self.settings.visibility_timeout_seconds
-        found = self.outbox.due(keys.RETRY, behind=0, limit=limit, hold=vt)
-        found += self.outbox.due(keys.SENDING, behind=0, limit=limit, hold=self.outbox.lease)
-        # A queued message waits its turn in the broker; only one that has waited twice the
-        # visibility timeout is taken to be lost.
-        unqueued = self.outbox.due(keys.QUEUED, behind=2 * vt, limit=limit, hold=0)
-        return found + [k for k in unqueued if k not in found]
+        return self.outbox.due_for_sweeper(
+            limit=limit, visibility=self.settings.visibility_timeout_seconds
+        )

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.errors import ConfigError
 
+__all__ = ["Settings", "load_settings"]
+
 PREFIX = "NOTIFIER_"
 SHIPPED_CONFERENCES = Path(__file__).resolve().parent.parent / "conferences"
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

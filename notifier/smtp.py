@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -108,10 +109,10 @@ async def _data(
     """DATA, the message, and its reply.
 
     `SMTP.data()` runs two regular expressions over every message to make its line ends
-    CRLF and to double leading dots: a third of the instructions a reminder cost, a fifth of
-    the worker's CPU. Composed messages have CRLF line ends already (see compose and its
-    tests), so only the dots are doubled here. `SMTP.protocol` is aiosmtplib's own.
-    `handed_over` is called once the final dot is written.
+    CRLF and to double leading dots: a large share of what a reminder cost, in
+    instructions and in the worker's CPU. Composed messages have CRLF line ends already
+    (see compose and its tests), so only the dots are doubled here. `SMTP.protocol` is
+    aiosmtplib's own. `handed_over` is called once the final dot is written.
     """
     resp = await smtp.execute_command(b"DATA", timeout=None)
     if resp.code != 354:
@@ -141,12 +142,14 @@ class _Session:
         self.smtp: aiosmtplib.SMTP | None = None
         self._handed_over = False
         self._deadline: asyncio.Timeout | None = None
+        # Every socket this session opened: the transports close them, Mailer.close waits.
+        self.sockets: list[socket.socket] = []
 
-    def _new(self) -> aiosmtplib.SMTP:
+    def _new(self, sock: socket.socket) -> aiosmtplib.SMTP:
         s = self.settings
         return aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
+            hostname=s.smtp_host,  # for TLS: SNI and the certificate's name
+            sock=sock,
             username=s.smtp_username,
             password=s.smtp_secret(),
             timeout=s.smtp_timeout_seconds,
@@ -160,7 +163,10 @@ class _Session:
         """Connect if needed; True if an existing connection is being reused."""
         if self.smtp is not None and self.smtp.is_connected:
             return True
-        self.smtp = self._new()
+        self.sockets = [k for k in self.sockets if k.fileno() != -1]
+        sock = await _connect(self.settings.smtp_host, self.settings.smtp_port)
+        self.sockets.append(sock)
+        self.smtp = self._new(sock)
         await self.smtp.connect()
         if self.smtp.is_ehlo_or_helo_needed:  # connect() greets only for STARTTLS or AUTH
             await self.smtp.ehlo()
@@ -222,8 +228,8 @@ class _Session:
         """MAIL FROM; a kept connection the server closed while idle is reopened once.
 
         The envelope commands go through `execute_command`: `mail()` and `rcpt()` parse
-        each address again with email.utils (with the per-command timers, 8 % of the
-        instructions a reminder cost); ours are validated when the event arrives and
+        each address again with email.utils (with the per-command timers, a measurable share
+        of the instructions a reminder cost); ours are validated when the event arrives and
         checked by `_path`.
         """
         options = [b"SMTPUTF8"] if msg.smtputf8 else []
@@ -324,7 +330,8 @@ class Mailer:
         if self.loop.is_closed():
             return
         self.loop.run_until_complete(self._quit_all())
-        self.loop.run_until_complete(_sockets_closed(self.loop, timeout=2.0))
+        sockets = [sock for session in self.sessions for sock in session.sockets]
+        self.loop.run_until_complete(_sockets_closed(sockets, timeout=2.0))
         self.loop.close()
 
     async def _quit_all(self) -> None:
@@ -338,16 +345,37 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _sockets_closed(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-    """Let TLS transports finish closing before the loop goes: a TLS close takes a few more
-    loop turns, and a loop closed earlier leaves the socket open until garbage collection.
-    Selector loops keep their transports in `_transports` (fd -> transport); other loops
-    are not waited for."""
-    transports = getattr(loop, "_transports", {})
+async def _connect(host: str, port: int) -> socket.socket:
+    """A connected socket to the relay, ours to keep track of (aiosmtplib's documented `sock`
+    argument), so that closing can wait for it whatever became of its connection (a failed
+    STARTTLS handshake closes a transport that aiosmtplib no longer holds). Errors are those
+    aiosmtplib raises for a connection it opens itself."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            failure = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {failure}")
+
+
+async def _sockets_closed(sockets: Sequence[socket.socket], timeout: float) -> None:
+    """Let the connections we closed finish closing before the loop goes: a TLS close takes a
+    few more loop turns (the close_notify exchange), and a loop closed earlier leaves the
+    socket open until garbage collection. Waits at most `timeout` s for a slow relay."""
+    loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if all(getattr(t, "_sock", None) is None for t in list(transports.values())):
-            return
+    while any(sock.fileno() != -1 for sock in sockets) and loop.time() < deadline:
         await asyncio.sleep(0.01)
 
 

@@ -23,6 +23,9 @@ from notifier.service import Service
 from notifier.settings import Settings
 from notifier.store.purge import purge_expired
 
+# What a registration system or a worker host imports; the rest serves the worker.
+__all__ = ["DELIVER", "INGEST", "PURGE", "QUEUE", "SCHEDULE", "create_app"]
+
 log = logging.getLogger("notifier")
 
 QUEUE = "notifier"

@@ -1,11 +1,15 @@
 """Shared fixtures: real Redis, real SMTP servers, settings, and a waiting helper.
 
 Services that are missing make a test skip locally and fail under CI=true (dramatiq's rule).
+The unit and integration tests share one private redis-server, started for the session on a
+free port, so that two runs on one machine cannot empty each other's data;
+NOTIFIER_TEST_REDIS_URL points them at another Redis instead.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -14,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 
 from devtools.localredis import PrivateRedis, answers
 from devtools.sink import Sink
@@ -21,7 +26,19 @@ from notifier.settings import Settings, load_settings
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parent.parent
-TEST_REDIS_URL = os.environ.get("NOTIFIER_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Set by pytest_sessionstart, before any test module is imported: modules that read it at
+# import time see the session's server.
+TEST_REDIS_URL = os.environ.get("NOTIFIER_TEST_REDIS_URL", "")
+_session_redis: PrivateRedis | None = None
+_no_redis = ""  # why there is no session server, when there is none
+
+# CI runs must be repeatable (a failure there is found again by running the same commit) and
+# must not fail on a slow, shared machine's timing; local runs explore new examples each time.
+hypothesis_settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if CI else "dev"))
 
 
 def need(condition: bool, what: str) -> None:
@@ -56,11 +73,37 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(0.02)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the session's redis-server (unless NOTIFIER_TEST_REDIS_URL names one)."""
+    global TEST_REDIS_URL, _session_redis, _no_redis
+    if TEST_REDIS_URL:
+        return
+    try:
+        server = PrivateRedis().start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        _no_redis = str(exc)
+        return
+    _session_redis, TEST_REDIS_URL = server, server.url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _session_redis is not None:
+        _session_redis.stop()
+        shutil.rmtree(_session_redis.folder, ignore_errors=True)
+
+
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """The machine's Redis, database 14, emptied before each test."""
+def redis_url() -> str:
+    """The URL of the tests' Redis (skips locally, fails under CI, when there is none)."""
+    need(not _no_redis, _no_redis or "redis-server")
     need(answers(TEST_REDIS_URL), f"Redis at {TEST_REDIS_URL}")
-    client = redis.Redis.from_url(TEST_REDIS_URL)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """The tests' Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
     yield client
     client.close()
@@ -94,11 +137,13 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
 
 @pytest.fixture
 def make_settings(sink: Sink) -> Callable[..., Settings]:
-    """Factory: Settings pointing at the test sink; keyword arguments override NOTIFIER_*."""
+    """Factory: Settings pointing at the test sink and the tests' Redis; keyword arguments
+    override NOTIFIER_*. Tests that talk to Redis ask for `redis_client` or `redis_url` too,
+    which skips or fails them when there is none; without one, the port is closed."""
 
-    def make(redis_url: str = TEST_REDIS_URL, **overrides: str) -> Settings:
+    def make(redis_url: str = "", **overrides: str) -> Settings:
         env = {
-            "NOTIFIER_BROKER_URL": redis_url,
+            "NOTIFIER_BROKER_URL": redis_url or TEST_REDIS_URL or "redis://127.0.0.1:1/0",
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(sink.port),
             "NOTIFIER_SMTP_TLS": "none",

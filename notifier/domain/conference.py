@@ -1,4 +1,8 @@
-"""Conference configuration: one TOML file per conference, validated when loaded."""
+"""Conference configuration: the model of one conference and its validation.
+
+Pure: the TOML text comes in as a string. Reading the files of a folder is done at the edge
+(notifier.loading), so the domain never touches the file system.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -165,42 +168,17 @@ def parse_conference(data: dict[str, object], *, source: str) -> Conference:
         raise ConfigError(f"{source}: {problems}") from None
 
 
-def load_conference_file(path: Path) -> Conference:
-    """Read and validate one conference TOML file; the slug defaults to the file name."""
+def parse_conference_toml(text: str, *, slug: str, source: str) -> Conference:
+    """Validate one conference's TOML text; the slug defaults to `slug` and must equal it.
+
+    Raises:
+        ConfigError: naming the source, with the TOML error or each offending field.
+    """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    data.setdefault("slug", path.stem)
-    if data["slug"] != path.stem:
-        raise ConfigError(f"{path}: slug: must equal the file name {path.stem!r}")
-    return parse_conference(data, source=str(path))
-
-
-class Conferences:
-    """The conference files of a folder, loaded on first use and kept."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._cache: dict[str, Conference] = {}
-
-    def slugs(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.toml"))
-
-    def __contains__(self, slug: object) -> bool:
-        return isinstance(slug, str) and (self.folder / f"{slug}.toml").is_file()
-
-    def get(self, slug: str) -> Conference:
-        """The conference of that slug.
-
-        Raises:
-            ConfigError: no such file, or the file is invalid.
-        """
-        if slug not in self._cache:
-            path = self.folder / f"{slug}.toml"
-            if not path.is_file():
-                raise ConfigError(f"conference {slug!r}: no file {path}")
-            self._cache[slug] = load_conference_file(path)
-        return self._cache[slug]
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    data.setdefault("slug", slug)
+    if data["slug"] != slug:
+        raise ConfigError(f"{source}: slug: must equal the file name {slug!r}")
+    return parse_conference(data, source=source)

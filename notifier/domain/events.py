@@ -27,6 +27,25 @@ from notifier.domain.conference import SLUG_PATTERN
 from notifier.domain.recipients import Address, PersonName, check_name
 from notifier.errors import InvalidEvent
 
+# The contract producers build and check events with (schema/events.schema.json is made
+# from these models).
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_EVENT_BYTES",
+    "Attendee",
+    "Batch",
+    "Event",
+    "NewRegistration",
+    "RegistrationCancelled",
+    "RegistrationCreated",
+    "RegistrationRef",
+    "RegistrationSubstituted",
+    "ReminderRequested",
+    "Substitution",
+    "event_schema",
+    "parse_event",
+]
+
 MAX_EVENT_BYTES = 16_384
 
 EventId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]

@@ -25,6 +25,7 @@ from notifier.domain.events import (
 )
 from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
 from notifier.domain.recipients import same_address
+from notifier.errors import UnknownRegistration
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +244,14 @@ def plan_substituted(event: RegistrationSubstituted, seat: Seat | None, conf: Co
 
 
 def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Conference) -> Plan:
-    """Cancel the current attendee's invite. Raises LookupError for an unknown registration."""
+    """Cancel the current attendee's invite.
+
+    Raises:
+        UnknownRegistration: no seat yet (the cancellation came before the creation).
+    """
     reg = event.registration.id
     if seat is None:
-        raise LookupError(f"registration {reg} is unknown: no attendee to notify")
+        raise UnknownRegistration(reg)
     return _apply(event.id, reg, Fact("cancelled", event.occurred_at), seat, conf)
 
 
@@ -293,7 +298,7 @@ def _apply(event_id: str, reg: str, fact: Fact, seat: Seat | None, conf: Confere
     facts = (*(seat.history if seat else ()), fact)
     new = fold(facts)
     if new is None:  # only a cancellation can leave no state, and it needs a seat
-        raise LookupError(f"registration {reg} is unknown: no attendee to notify")
+        raise UnknownRegistration(reg)
     stub = Seat(reg, new.attendee, new.status, fact.at, facts=facts)
     change = _Change(
         event_id,

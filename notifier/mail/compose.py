@@ -29,7 +29,7 @@ from notifier.domain.conference import Conference
 from notifier.domain.notice import Notice, digest
 from notifier.mail import mime
 from notifier.mail.invite import build_invite
-from notifier.mail.render import Renderer, conference_facts
+from notifier.mail.render import Rendered, Renderer, conference_facts
 
 SENDER_NAME_STRIP = str.maketrans("", "", '@:,"<>;\\')
 
@@ -92,8 +92,6 @@ def compose(
     smtputf8 = needs_smtputf8(notice.recipient.email) or needs_smtputf8(sender)
     to_address = envelope_address(notice.recipient.email)
     mid = message_id(notice.key, conference.sender_domain)
-    body = [mime.text_part("plain", rendered.text), mime.text_part("html", rendered.html)]
-    boundary = f"=_{digest('boundary', notice.key, length=24)}"
     headers = [
         ("From", _from_header(conference)),
         ("To", mime.mailbox(notice.recipient.name, to_address, utf8=smtputf8)),
@@ -106,23 +104,34 @@ def compose(
         ("Auto-Submitted", "auto-generated"),
         ("X-Auto-Response-Suppress", "OOF, AutoReply"),
     ]
-    if notice.invite is None:
-        data = mime.multipart("alternative", boundary + "a", body, headers)
-    else:
-        ics = build_invite(
-            conference, notice.invite, notice.recipient, now=now, description=rendered.invite_text
-        )
-        data = _with_invite(ics, notice.invite.method, body, headers, boundary)
     return Composed(
         key=notice.key,
         # The envelope carries ASCII (A-label) domains: a relay without SMTPUTF8 takes them.
         sender=sender,
         recipient=to_address,
-        data=data,
+        data=_message(notice, conference, rendered, headers, now),
         message_id=mid,
         subject=rendered.subject,
         smtputf8=smtputf8,
     )
+
+
+def _message(
+    notice: Notice,
+    conference: Conference,
+    rendered: Rendered,
+    headers: mime.Headers,
+    now: datetime,
+) -> bytes:
+    """The message's bytes: the text in two forms, and the invite if the notice has one."""
+    body = [mime.text_part("plain", rendered.text), mime.text_part("html", rendered.html)]
+    boundary = f"=_{digest('boundary', notice.key, length=24)}"
+    if notice.invite is None:
+        return mime.multipart("alternative", boundary + "a", body, headers)
+    ics = build_invite(
+        conference, notice.invite, notice.recipient, now=now, description=rendered.invite_text
+    )
+    return _with_invite(ics, notice.invite.method, body, headers, boundary)
 
 
 def _with_invite(

@@ -21,7 +21,7 @@ PRODID = "-//notifier//Danish conference mail 0.1//DA"
 
 @lru_cache(maxsize=32)
 def vtimezone(tzid: str, year: int) -> Timezone:
-    """The VTIMEZONE for a conference year, built once per process (it costs milliseconds)."""
+    """The VTIMEZONE for a conference year, built once per process (it is slow to build)."""
     return Timezone.from_tzid(tzid, first_date=date(year - 1, 1, 1), last_date=date(year + 1, 1, 1))
 
 
@@ -63,9 +63,9 @@ def build_invite(
     """
     head, tail = _shared(conference, spec.method, description)
     # Only the recipient's four properties are written per mail; the rest of the calendar,
-    # and the VTIMEZONE, which costs milliseconds, is the same for every mail of a
+    # and the VTIMEZONE, which is slow to build, is the same for every mail of a
     # conference. They are the lines icalendar writes (tests compare the two for any name),
-    # without building its objects, which cost a quarter of composing a mail.
+    # without building its objects, which were a large share of composing a mail.
     lines = [
         f"UID:{vText(spec.uid).to_ical().decode('utf-8')}",
         f"SEQUENCE:{spec.sequence:d}",
@@ -101,7 +101,7 @@ def fold(line: str) -> bytes:
     """A content line folded exactly as icalendar folds it (RFC 5545 3.1): pieces of at most
     74 octets, never inside a UTF-8 sequence, and never right after a backslash or caret,
     so that an escape stays whole. icalendar's own folding looks at every character and
-    cost a fifth of composing a mail."""
+    was a large share of composing a mail."""
     data = line.encode("utf-8")
     if len(data) < 75:
         return data

@@ -1,7 +1,8 @@
 """Templates to text: subject, plain text and HTML for one notice.
 
 The Jinja2 environment and each conference's formatted facts are built once per process
-and reused for every mail (see `renderer()` and `conference_facts()`).
+and reused for every mail (see `notifier.loading.renderer()` and `conference_facts()`). The
+templates come through a jinja2 loader made at the edge, so this module reads no files itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -82,11 +82,11 @@ def conference_facts(conference: Conference) -> Facts:
 
 
 class Renderer:
-    """Renders the templates of one folder: <kind>/subject.txt, body.txt and body.html."""
+    """Renders the templates `loader` finds: <kind>/subject.txt, body.txt and body.html."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, loader: jinja2.BaseLoader) -> None:
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(folder),
+            loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
             trim_blocks=True,
@@ -118,7 +118,7 @@ class Renderer:
 
     def render_notice(self, notice: Notice, facts: Facts, tz: tzinfo) -> Rendered:
         """What `render` gives for the notice's context, from a skeleton of its shape
-        where one can be used (see notifier.mail.skeleton): the same text, about 10 times faster."""
+        where one can be used (see notifier.mail.skeleton): the same text, much faster."""
         kind, has_invite = notice.kind.value, notice.invite is not None
         colleague = notice.from_colleague
         values = personal_values(notice, tz)
@@ -156,11 +156,6 @@ def tidy(text: str) -> str:
 
 
 _BLANKS = re.compile(r"\n{3,}")
-
-
-@lru_cache(maxsize=8)
-def renderer(folder: Path) -> Renderer:
-    return Renderer(folder)
 
 
 def notice_context(notice: Notice, facts: Facts, tz: tzinfo) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from notifier.domain.conference import Conference
 from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
@@ -14,68 +14,54 @@ JENS = Person("Jens Ødegaard", "jens.odegaard@aarhus.dk", "Aarhus Kommune")
 OCCURRED = datetime.fromisoformat("2024-04-02T08:30:00+02:00")
 
 
+# The notice key's suffix per kind (keys name the sample in golden files and previews).
+_SUFFIX = {
+    Kind.CONFIRMATION: "confirmation",
+    Kind.REMINDER: "reminder",
+    Kind.SUBSTITUTION_OUT: "out",
+    Kind.SUBSTITUTION_IN: "in",
+    Kind.SUBSTITUTION_COPY: "copy",
+    Kind.CANCELLATION: "cancel",
+}
+
+
 def sample_notice(kind: Kind, conf: Conference, registration: str = "REG-1001") -> Notice:
-    """A realistic notice of each kind for the given conference."""
-    domain = conf.sender_domain
-    uid_m = invite_uid(conf.slug, registration, METTE.email, domain)
-    uid_j = invite_uid(conf.slug, registration, JENS.email, domain)
-    organiser = Person(conf.organiser.name, str(conf.organiser.email))
-    base: dict[str, Any] = {"conference": conf.slug, "registration_id": registration}
+    """A realistic notice of each kind for the given conference: Mette holds the seat, and in
+    a substitution passes it on to Jens. Each kind is told by how it differs from her
+    confirmation."""
+    if kind not in _SUFFIX:
+        raise ValueError(kind)
+    uid_m = invite_uid(conf.slug, registration, METTE.email, conf.sender_domain)
+    uid_j = invite_uid(conf.slug, registration, JENS.email, conf.sender_domain)
+    confirmation = Notice(
+        f"sample:{_SUFFIX[kind]}",
+        kind,
+        conf.slug,
+        registration,
+        METTE,
+        InviteSpec("REQUEST", uid_m, 0),
+    )
+    cancel_m = InviteSpec("CANCEL", uid_m, 1)
     match kind:
-        case Kind.CONFIRMATION:
-            return Notice(
-                "sample:confirmation",
-                kind,
-                recipient=METTE,
-                invite=InviteSpec("REQUEST", uid_m, 0),
-                **base,
-            )
         case Kind.REMINDER:
-            return Notice(
-                "sample:reminder",
-                kind,
-                recipient=METTE,
-                invite=InviteSpec("REQUEST", uid_m, 0),
-                batch="sample",
-                **base,
-            )
+            return replace(confirmation, batch="sample")
         case Kind.SUBSTITUTION_OUT:
-            return Notice(
-                "sample:out",
-                kind,
-                recipient=METTE,
-                successor=JENS,
-                invite=InviteSpec("CANCEL", uid_m, 1),
-                occurred_at=OCCURRED,
-                **base,
-            )
+            return replace(confirmation, invite=cancel_m, successor=JENS, occurred_at=OCCURRED)
         case Kind.SUBSTITUTION_IN:
-            return Notice(
-                "sample:in",
-                kind,
-                recipient=JENS,
-                previous=METTE,
-                invite=InviteSpec("REQUEST", uid_j, 0),
-                occurred_at=OCCURRED,
-                **base,
+            jens = InviteSpec("REQUEST", uid_j, 0)
+            return replace(
+                confirmation, recipient=JENS, invite=jens, previous=METTE, occurred_at=OCCURRED
             )
         case Kind.SUBSTITUTION_COPY:
-            return Notice(
-                "sample:copy",
-                kind,
+            organiser = Person(conf.organiser.name, str(conf.organiser.email))
+            return replace(
+                confirmation,
                 recipient=organiser,
+                invite=None,
                 previous=METTE,
                 successor=JENS,
                 occurred_at=OCCURRED,
-                **base,
             )
         case Kind.CANCELLATION:
-            return Notice(
-                "sample:cancel",
-                kind,
-                recipient=METTE,
-                invite=InviteSpec("CANCEL", uid_m, 1),
-                occurred_at=OCCURRED,
-                **base,
-            )
-    raise ValueError(kind)
+            return replace(confirmation, invite=cancel_m, occurred_at=OCCURRED)
+    return confirmation

@@ -1,8 +1,8 @@
 """A kind of mail rendered once per shape, then filled in with each recipient's values.
 
 Every mail of a reminder batch says the same thing; only the people, the registration
-number and a time differ. Jinja2 takes about 0.1 ms to render the three templates of a mail,
-a quarter of composing it, so each shape (kind, conference, which optional values are set)
+number and a time differ. Rendering the three templates of a mail with Jinja2 was a large
+share of composing it, so each shape (kind, conference, which optional values are set)
 is rendered once with markers in place of the personal values, and a mail then only fills
 its values in (escaped for HTML, as Jinja2's autoescape would).
 

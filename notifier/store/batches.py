@@ -9,6 +9,7 @@ again at send time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,8 +20,9 @@ from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import Seat
 from notifier.store import keys
-from notifier.store.outbox import Outbox, text
-from notifier.store.roster import Roster, seat_key
+from notifier.store.codec import text
+from notifier.store.outbox import Outbox
+from notifier.store.roster import Roster
 
 PAGE = 500
 
@@ -131,8 +133,12 @@ class Batches:
             yield self._seats(conference, page)
 
     def _seats(self, conference: str, registrations: list[str]) -> list[Seat]:
-        raws = self.r.mget([seat_key(conference, reg) for reg in registrations])
+        raws = self.r.mget([keys.seat(conference, reg) for reg in registrations])
         return [Seat.from_json(text(raw)) for raw in raws if raw]
+
+    def record_request(self, event_id: str, event_type: str, key: str) -> None:
+        """The event marker of a reminder request: the same event id again is seen before."""
+        self.r.set(keys.event(event_id), json.dumps({"type": event_type, "batch": key}))
 
     def unfinished(self, key: str) -> list[str]:
         members = sorted(self.outbox.keys_in(key))

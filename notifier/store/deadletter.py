@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from notifier.domain.notice import digest
-from notifier.store import keys
-from notifier.store.outbox import text
+from notifier.store import keys, lua
+from notifier.store.codec import text
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +64,7 @@ class Replay:
         return not (self.not_events or self.not_tried)
 
 
-# Deletes the letter only if it is still the record the replay read.
-_REMOVE_UNCHANGED = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
+_REMOVE_UNCHANGED = lua.source("remove_unchanged.lua")
 
 
 class DeadLetters:

@@ -13,33 +13,9 @@ from dataclasses import dataclass
 
 import redis.asyncio
 
-from notifier.store import keys
+from notifier.store import keys, lua
 
-# KEYS: pause, rate; ARGV: interval (0 = no limit). Returns {paused_until, wait} as strings.
-_GATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local pause = tonumber(redis.call('GET', KEYS[1]) or '0')
-if pause > now then return {tostring(pause), '0'} end
-local interval = tonumber(ARGV[1])
-if interval <= 0 then return {'0', '0'} end
-local slot = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
-local ttl = math.ceil((slot - now + interval) * 1000) + 1000
-redis.call('SET', KEYS[2], tostring(slot + interval), 'PX', ttl)
-return {'0', tostring(slot - now)}
-"""
-
-# KEYS: pause; ARGV: seconds. Extends the pause, never shortens it.
-_PAUSE = """
-local t = redis.call('TIME')
-local untl = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if untl > cur then
-  redis.call('SET', KEYS[1], tostring(untl), 'PX', math.ceil(tonumber(ARGV[1]) * 1000))
-  return tostring(untl)
-end
-return tostring(cur)
-"""
+_GATE, _PAUSE = lua.source("gate.lua"), lua.source("pause.lua")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,14 @@
-"""Every Redis key notifier uses, in one place."""
+"""Every Redis key notifier uses, in one place.
+
+The Lua scripts (scripts/*.lua) get their keys through KEYS. Where a script must find a key
+from stored data, the message holds the key's full name, computed here when the message is
+created (`batch_counts_key`, `seat_key`); for messages created before that, the scripts get a
+`template` of the key format instead of repeating it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 PREFIX = "notifier"
 
@@ -38,10 +46,24 @@ def batch_members(batch_id: str) -> str:
 
 
 def roster(conference: str) -> str:
-    """Hash: registration id -> JSON of the seat (current attendee, invite UID, SEQUENCE)."""
+    """Set: the registration ids of the conference's seats."""
     return f"{PREFIX}:roster:{conference}"
+
+
+def seat(conference: str, registration: str) -> str:
+    """String: JSON of the seat (current attendee, invite UIDs and their SEQUENCE values)."""
+    return f"{PREFIX}:seat:{conference}:{registration}"
 
 
 def invites(conference: str) -> str:
     """Hash: invite UID -> last SEQUENCE sent for it."""
     return f"{PREFIX}:invites:{conference}"
+
+
+SLOT = "{}"  # a variable part of a key in a template; Lua's string.gsub finds it literally
+
+
+def template(key: Callable[..., str], parts: int = 1) -> str:
+    """`key`'s format with its `parts` variable parts as SLOT, for a Lua script's `fill`
+    (scripts/_move.lua): template(seat, 2) == "notifier:seat:{}:{}"."""
+    return key(*[SLOT] * parts)

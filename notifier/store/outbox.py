@@ -9,10 +9,10 @@ cut-offs) are read from Redis's own clock (`TIME`) inside the scripts, so worker
 clocks disagree still agree on whether a lease has run out. Tests may pass a store clock of
 their own (`store_clock`) to move time by hand.
 
-Every transition is one Lua script, so the state, the per-state counters (global and per
-batch) and the sweeper's indexes never disagree. A message is *claimed* (moved to "sending"
-with a lease) before SMTP and marked after it, so a redelivered task never sends it again;
-a claim whose lease ran out (its worker died) can be taken over.
+Every transition is one Lua script (scripts/*.lua), so the state, the per-state counters
+(global and per batch) and the sweeper's indexes never disagree. A message is *claimed*
+(moved to "sending" with a lease) before SMTP and marked after it, so a redelivered task
+never sends it again; a claim whose lease ran out (its worker died) can be taken over.
 """
 
 from __future__ import annotations
@@ -25,162 +25,26 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier.domain.notice import Notice
-from notifier.store import keys
+from notifier.domain.notice import Kind, Notice
+from notifier.store import keys, lua
+from notifier.store.codec import text
 from notifier.store.pipelining import Pipelined, Script
 
 STATES = ("queued", "sending", "retrying", "sent", "failed", "skipped", "unknown")
 FINAL = frozenset({"sent", "failed", "skipped", "unknown"})
 
-# The store's time: ARGV's value when a test gave one, else Redis's clock.
-_CLOCK = """
-local function clock(given)
-  local n = tonumber(given)
-  if n then return n end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
-"""
+# Every transition's script, from scripts/*.lua (each names its KEYS and ARGV at the top).
+_CREATE = lua.source("create.lua")
+_CLAIM = lua.source("claim.lua")
+_FINISH = lua.source("finish.lua")
+_DEFER = lua.source("defer.lua")
+_RENEW = lua.source("renew.lua")
+_DUE = lua.source("due.lua")
+_SKIP = lua.source("skip.lua")  # the retention purge's: settle an unsent message
 
-_MOVE = (
-    _CLOCK
-    + """
-local function move(msgkey, from, to)
-  redis.call('HINCRBY', KEYS[2], from, -1)
-  redis.call('HINCRBY', KEYS[2], to, 1)
-  local b = redis.call('HGET', msgkey, 'batch')
-  if b and b ~= '' then
-    local bc = ARGV[1] .. ':batch:' .. b .. ':counts'
-    redis.call('HINCRBY', bc, from, -1)
-    redis.call('HINCRBY', bc, to, 1)
-  end
-end
-"""
-)
-
-# KEYS: msg, counts, queued; ARGV: prefix, bare key, now, notice, batch, registration, kind,
-# store now ('' for Redis's clock)
-_CREATE = (
-    _CLOCK
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'queued', 'notice', ARGV[4], 'attempts', 0,
-  'created_at', ARGV[3], 'updated_at', ARGV[3], 'batch', ARGV[5],
-  'registration', ARGV[6], 'kind', ARGV[7], 'last_reply', '')
-redis.call('HINCRBY', KEYS[2], 'queued', 1)
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', ARGV[1] .. ':batch:' .. ARGV[5] .. ':counts', 'queued', 1)
-  redis.call('SADD', ARGV[1] .. ':batch:' .. ARGV[5] .. ':messages', ARGV[2])
-end
-redis.call('ZADD', KEYS[3], clock(ARGV[8]), ARGV[2])
-return 1
-"""
-)
-
-# KEYS: msg, counts, sending, retry, queued; ARGV: prefix, bare key, store now, lease seconds
-# Returns {attempt, notice, seat or '', earlier unknown outcomes}, or {0} / {-1}.
-_CLAIM = (
-    _MOVE
-    + """
-local now = clock(ARGV[3])
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return {-1} end
-if st == 'sending' then
-  local lease = redis.call('HGET', KEYS[1], 'lease_until')
-  if lease and tonumber(lease) > now then return {0} end
-elseif st ~= 'queued' and st ~= 'retrying' then
-  return {0}
-end
-local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local untl = now + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', now, 'lease_until', untl)
-if st ~= 'sending' then move(KEYS[1], st, 'sending') end
-redis.call('ZADD', KEYS[3], untl, ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
-local notice = redis.call('HGET', KEYS[1], 'notice')
-local unknowns = tonumber(redis.call('HGET', KEYS[1], 'unknowns') or '0')
-if redis.call('HGET', KEYS[1], 'kind') ~= 'reminder' then return {n, notice, '', unknowns} end
--- A reminder goes to whoever holds the seat now: hand the seat over in the same trip.
-local d = cjson.decode(notice)
-local seat = redis.call('GET', ARGV[1] .. ':seat:' .. d.conference .. ':' .. d.registration_id)
-return {n, notice, seat or '', unknowns}
-"""
-)
-
-# KEYS: msg, counts, sending, retry, unknown; ARGV: prefix, bare key, store now, token, to,
-# reply, delay (seconds, for retrying), resends allowed after an unknown outcome.
-# `to` = 'unknown' becomes 'retrying' while resends are left. Returns 0 if the claim was lost,
-# else 1, or 2 when an unknown outcome was turned into a retry.
-_FINISH = (
-    _MOVE
-    + """
-local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'sending' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[4] then return 0 end
-local now = clock(ARGV[3])
-local to = ARGV[5]
-local result = 1
-if to == 'unknown' then
-  local seen = redis.call('HINCRBY', KEYS[1], 'unknowns', 1)
-  if seen <= tonumber(ARGV[8]) then to = 'retrying'; result = 2 end
-end
-redis.call('HSET', KEYS[1], 'state', to, 'last_reply', ARGV[6], 'updated_at', now)
-move(KEYS[1], 'sending', to)
-redis.call('ZREM', KEYS[3], ARGV[2])
-if to == 'failed' then redis.call('SADD', ARGV[1] .. ':failed', ARGV[2]) end
-if to == 'unknown' then redis.call('SADD', KEYS[5], ARGV[2]) end
-if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), ARGV[2]) end
-return result
-"""
-)
-
-
-def text(value: bytes | str | object) -> str:
-    """A Redis reply as str (the client returns bytes; its type hints allow str too)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# KEYS: msg, counts, retry, queued; ARGV: prefix, bare key, store now, due (store time)
-_DEFER = (
-    _MOVE
-    + """
-local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'queued' and st ~= 'retrying' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'retrying', 'updated_at', clock(ARGV[3]))
-if st ~= 'retrying' then move(KEYS[1], st, 'retrying') end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
-return 1
-"""
-)
-
-# KEYS: msg, sending; ARGV: bare key, store now, token, lease seconds. A claim still held
-# by this attempt gets a new lease (a send waiting long for the final dot stays ours).
-_RENEW = (
-    _CLOCK
-    + """
-if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[3] then return 0 end
-local untl = clock(ARGV[2]) + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'lease_until', untl)
-redis.call('ZADD', KEYS[2], untl, ARGV[1])
-return 1
-"""
-)
-
-# KEYS: a sweeper index; ARGV: store now, look back (s), limit, hold (s). The members scored
-# at or before now - look back; their score becomes now + hold.
-_DUE = (
-    _CLOCK
-    + """
-local now = clock(ARGV[1])
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]),
-  'LIMIT', 0, tonumber(ARGV[3]))
-for _, k in ipairs(found) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[4]), k) end
-return found
-"""
-)
+# Key formats for messages created before their key names were stored in them (see keys.py).
+_BATCH_COUNTS = keys.template(keys.batch_counts)
+_SEAT = keys.template(keys.seat, 2)
 
 
 StoreClock = Callable[[], float]
@@ -218,8 +82,28 @@ def _stamp(store_clock: StoreClock | None) -> str | float:
 def _claim_call(key: str, now: str | float, lease: float) -> Call:
     return (
         [keys.message(key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.QUEUED],
-        [keys.PREFIX, key, now, lease],
+        [key, now, lease, _BATCH_COUNTS, _SEAT],
     )
+
+
+def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
+    k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED]
+    if notice.batch:
+        k += [keys.batch_counts(notice.batch), keys.batch_members(notice.batch)]
+    # A reminder goes to whoever holds the seat when it is sent: the claim script reads it.
+    reminder = notice.kind is Kind.REMINDER
+    seat = keys.seat(notice.conference, notice.registration_id) if reminder else ""
+    a: list[Any] = [
+        notice.key,
+        now,
+        notice.to_json(),
+        notice.batch or "",
+        notice.registration_id,
+        notice.kind.value,
+        store_now,
+        seat,
+    ]
+    return k, a
 
 
 def _claimed(key: str, reply: Any) -> Claim | None:
@@ -245,16 +129,29 @@ def _finish_call(claim: Claim, end: Settlement, now: str | float, resends: int) 
     if end.state not in FINISH_STATES:
         raise ValueError(f"not a state to finish in: {end.state}")
     return (
-        [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.UNKNOWN],
-        [keys.PREFIX, claim.key, now, claim.token, end.state, end.reply, end.delay, resends],
+        [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.UNKNOWN, keys.FAILED],
+        [claim.key, now, claim.token, end.state, end.reply, end.delay, resends, _BATCH_COUNTS],
     )
 
 
 def _defer_call(key: str, now: str | float, due: float) -> Call:
     return (
         [keys.message(key), keys.COUNTS, keys.RETRY, keys.QUEUED],
-        [keys.PREFIX, key, now, due],
+        [key, now, due, _BATCH_COUNTS],
     )
+
+
+def skip(pipe: Any, key: str, notice: Notice, reply: str, now: float) -> None:
+    """Queue on `pipe` the settling of an unsent message as skipped, keeping `notice` and
+    `reply` (the retention purge's anonymised ones): state, counters (global and batch) and
+    sweeper indexes move as in every other transition. Nothing changes if the message has
+    settled or a claim whose lease runs past `now` (epoch seconds) holds it.
+
+    The script goes as source (EVAL), so that inside MULTI it cannot fail on its own while
+    the rest of the transaction commits (as an EVALSHA Redis had forgotten would).
+    """
+    k = [keys.message(key), keys.COUNTS, keys.QUEUED, keys.RETRY, keys.SENDING]
+    pipe.eval(_SKIP, len(k), *k, key, now, notice.to_json(), reply, _BATCH_COUNTS)
 
 
 class AsyncOutbox:
@@ -325,17 +222,7 @@ class Outbox:
     def create(self, notice: Notice, now: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Add a queued message unless its key exists (then nothing changes). `now` is the
         creation time recorded for people; the sweeper's index uses the store's clock."""
-        k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED]
-        a: list[str | float] = [
-            keys.PREFIX,
-            notice.key,
-            now,
-            notice.to_json(),
-            notice.batch or "",
-            notice.registration_id,
-            notice.kind.value,
-            _stamp(self.store_clock),
-        ]
+        k, a = _create_call(notice, now, _stamp(self.store_clock))
         if pipe is not None and getattr(pipe, "explicit_transaction", False):  # after MULTI
             # Inside MULTI the script goes as source (EVAL): redis-py would first ask SCRIPT
             # EXISTS, a round trip per event, and an EVALSHA Redis had forgotten would fail
@@ -407,6 +294,16 @@ class Outbox:
         """
         found = self._due(keys=[index], args=[_stamp(self.store_clock), behind, limit, hold])
         return [text(k) for k in found]
+
+    def due_for_sweeper(self, *, limit: int, visibility: float) -> list[str]:
+        """Messages to hand to a deliver task now: retries whose time has come, claims whose
+        lease ran out (their worker died or stopped), and queued messages no task took (a
+        crash between commit and enqueue). A queued message waits its turn in the broker;
+        only one that has waited twice the visibility timeout is taken to be lost."""
+        found = self.due(keys.RETRY, behind=0, limit=limit, hold=visibility)
+        found += self.due(keys.SENDING, behind=0, limit=limit, hold=self.lease)
+        unqueued = self.due(keys.QUEUED, behind=2 * visibility, limit=limit, hold=0)
+        return found + [k for k in unqueued if k not in found]
 
     def unknown_keys(self) -> list[str]:
         return sorted(text(k) for k in self.r.smembers(keys.UNKNOWN))

@@ -2,9 +2,9 @@
 
 A worker process runs several SMTP sessions on one event loop, and each message costs two
 script calls (claim and finish). Sent one by one, every call is a write, a wake-up and a
-reply of its own; in a reminder batch those round trips were an eighth of the worker's CPU.
-Calls that arrive while one pipeline is on its way wait for the next, which leaves as soon
-as the first returns: no timer, no added delay when the worker is idle, and larger
+reply of its own; in a reminder batch those round trips took a measurable share of the
+worker's CPU. Calls that arrive while one pipeline is on its way wait for the next, which
+leaves as soon as the first returns: no timer, no added delay when the worker is idle, and larger
 pipelines exactly when it is busy. Every call still gets its own reply (or error), and a
 pipeline runs its calls in order, so nothing about the state machine changes.
 """

@@ -14,9 +14,9 @@ conference file's `retention_days`, default 30). What the purge does, per Redis 
   the notice's people) are cut out of `last_reply`. State, attempts, kind, batch,
   registration id and times stay, so `notifier status` counts are unchanged. A message that
   has not settled (queued, retrying, or a claim whose lease ran out) would otherwise be sent
-  to the placeholder address later: it is settled as `skipped`, with the counters and the
-  sweeper's indexes moved as the outbox scripts do. A message held by a live claim is left
-  alone and counted as busy; the next run takes it.
+  to the placeholder address later: the outbox's skip script settles it as `skipped`,
+  moving the counters and the sweeper's indexes as every other transition does. A message
+  held by a live claim is left alone and counted as busy; the next run takes it.
 - dead letters, in the hash `notifier:dead`, whose payload's `conference` is the slug (the
   payload may be an object or JSON text): the payload is dropped, `purged_at` is set, and
   addresses and the payload's names are cut out of the reason, event id, type and field
@@ -52,14 +52,14 @@ from typing import Any, TypeVar
 
 import redis
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.notice import Notice, Person
 from notifier.domain.plan import Seat
 from notifier.errors import ConfigError, NotifierError
+from notifier.loading import Conferences
 from notifier.mail import danish
-from notifier.store import keys
-from notifier.store.outbox import text
-from notifier.store.roster import seat_key
+from notifier.store import keys, outbox
+from notifier.store.codec import text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -363,7 +363,7 @@ class _Purge:
     def _seats(self, slug: str) -> None:
         report = self.reports[slug]
         for reg in self.r.sscan_iter(keys.roster(slug), count=1000):
-            skey = seat_key(slug, text(reg))
+            skey = keys.seat(slug, text(reg))
             outcome = self._update(skey, partial(self._seat_change, skey))
             report.seats_found += outcome != "gone"
             report.seats += outcome == "anonymised"
@@ -421,26 +421,11 @@ class _Purge:
                 return "unchanged", None
             fields = {"notice": anon.to_json(), "last_reply": reply}
             return "anonymised", lambda p: p.hset(rkey, mapping=fields)
-        # Not settled: it would be sent to the placeholder later. Settle it as the outbox's
-        # scripts would: state, per-state counters (global and batch) and sweeper indexes.
-        fields = {
-            "notice": anon.to_json(),
-            "last_reply": f"{SETTLED_REPLY} (last reply: {reply})" if reply else SETTLED_REPLY,
-            "state": "skipped",
-            "updated_at": str(self.now),
-        }
+        # Not settled: it would be sent to the placeholder later. The outbox's skip script
+        # settles it: state, per-state counters (global and batch) and sweeper indexes.
+        last = f"{SETTLED_REPLY} (last reply: {reply})" if reply else SETTLED_REPLY
         bare = rkey.removeprefix(keys.message(""))
-        counters = [keys.COUNTS] + ([keys.batch_counts(d["batch"])] if d.get("batch") else [])
-
-        def settle(p: Any) -> None:
-            p.hset(rkey, mapping=fields)
-            for counts in counters:
-                p.hincrby(counts, state, -1)
-                p.hincrby(counts, "skipped", 1)
-            for index in (keys.QUEUED, keys.RETRY, keys.SENDING):
-                p.zrem(index, bare)
-
-        return "settled", settle
+        return "settled", lambda p: outbox.skip(p, bare, anon, last, self.now)
 
     # dead letters
 

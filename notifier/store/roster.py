@@ -23,18 +23,18 @@ log = logging.getLogger(__name__)
 Planner = Callable[[Seat | None], Plan]
 
 
-def seat_key(conference: str, registration: str) -> str:
-    return f"{keys.PREFIX}:seat:{conference}:{registration}"
-
-
 class Roster:
     def __init__(self, client: redis.Redis, outbox: Outbox) -> None:
         self.r = client
         self.outbox = outbox
 
     def seat(self, conference: str, registration: str) -> Seat | None:
-        raw = self.r.get(seat_key(conference, registration))
+        raw = self.r.get(keys.seat(conference, registration))
         return Seat.from_json(raw) if raw else None
+
+    def seen(self, event_id: str) -> bool:
+        """Whether an event with this id has been applied (its marker exists)."""
+        return bool(self.r.exists(keys.event(event_id)))
 
     def registrations(self, conference: str) -> Iterator[str]:
         for reg in self.r.sscan_iter(keys.roster(conference), count=1000):
@@ -46,7 +46,7 @@ class Roster:
         """Apply an event to its seat once. Returns its message keys and the plan (None when
         the event had been applied before)."""
         ekey = keys.event(event.id)
-        skey = seat_key(event.conference, registration)
+        skey = keys.seat(event.conference, registration)
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 try:

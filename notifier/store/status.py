@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 import redis
 
+from notifier.errors import UnknownBatch
 from notifier.store.batches import Batches, BatchInfo
 from notifier.store.outbox import STATES, Outbox, Record
 from notifier.store.roster import Roster
+
+__all__ = ["Failure", "Status", "status"]
 
 FINISHED = ("sent", "failed", "skipped", "unknown")
 
@@ -63,7 +66,8 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
     With failures=False only the counts are read (cheap enough to poll).
 
     Raises:
-        LookupError: no such batch, or the id is ambiguous.
+        UnknownBatch: no such batch, or the id is ambiguous (also a LookupError).
+        redis.RedisError: from `client`, untranslated: callers tell a restart from others.
     """
     outbox = Outbox(client)
     if batch is None:
@@ -77,10 +81,7 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
     batches = Batches(client, outbox, Roster(client, outbox))
     found = batches.find(batch)
     if len(found) != 1:
-        raise LookupError(
-            f"batch {batch!r}: "
-            + (f"ambiguous, one of {', '.join(found)}" if found else "not found")
-        )
+        raise UnknownBatch(batch, found)
     info = batches.get(found[0])
     counts = outbox.counts(found[0])
     records: list[Record] = []

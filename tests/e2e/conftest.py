@@ -22,6 +22,8 @@ from celery import Celery
 from devtools.localredis import PrivateRedis
 from devtools.localworker import start_worker
 from devtools.sink import Sink, free_port
+from notifier.settings import load_settings
+from notifier.store.status import status
 from notifier.tasks import INGEST, QUEUE, create_app
 from tests.conftest import need, wait_for
 
@@ -94,8 +96,6 @@ class Stack:
             **{f"NOTIFIER_{k.upper()}": v for k, v in env.items()},
         }
         self.worker = Worker(self.env, tmp / "worker.log")
-        from notifier.settings import load_settings
-
         self.app: Celery = create_app(load_settings(self.env))
         self.client = redis.Redis.from_url(redis_server.url)
 
@@ -109,6 +109,38 @@ class Stack:
 
     def wait_drained(self, timeout: float = 30.0) -> None:
         wait_for(self.drained, timeout, "the queue to drain")
+
+    def wait_past_rescue(self, timeout: float = 60.0) -> None:
+        """Before asserting that nothing more was sent: wait until a message that a wrong
+        step left claimed, queued or due for a retry would have been sent. The store's clock
+        (the one leases and retry times are on) passes the claim lease (or the longest retry
+        delay) plus one sweep interval; then nothing may be pending: a message still pending
+        would be sent later, so the wait ends only once none is."""
+        settings = load_settings(self.env)
+        window = max(settings.claim_lease_seconds, settings.retry_max_seconds)
+        store = redis.Redis.from_url(settings.redis_url)
+        try:
+            until = _redis_now(store) + window + settings.sweep_seconds
+            wait_for(lambda: _redis_now(store) >= until, timeout, "the claim lease and a sweep")
+            wait_for(lambda: self.drained() and _pending(store) == 0, timeout, "nothing pending")
+        finally:
+            store.close()
+
+
+def _redis_now(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1e6
+
+
+def _pending(store: redis.Redis) -> int:
+    """Messages queued, claimed or waiting for a retry."""
+    counts = status(store, failures=False).counts
+    return counts["queued"] + counts["sending"] + counts["retrying"]
+
+
+# For tests that assert that nothing more was sent: a short claim lease (at least twice the
+# SMTP timeout, as the settings require), so that `Stack.wait_past_rescue` is quick.
+SHORT_LEASE = {"claim_lease_seconds": "4", "smtp_timeout_seconds": "2"}
 
 
 @pytest.fixture

@@ -7,15 +7,19 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from devtools.sink import Sink
+from notifier.cli import main
+from notifier.errors import UnknownBatch
 from notifier.service import Service
 from notifier.settings import Settings
 from notifier.store.status import status
-from tests.conftest import Clock
+from tests.conftest import TEST_REDIS_URL, Clock
 from tests.events import cancelled, created, person, reminder, substituted
 
 pytestmark = pytest.mark.integration
+ENV = {"NOTIFIER_BROKER_URL": TEST_REDIS_URL}
 
 
 @pytest.fixture
@@ -69,5 +73,9 @@ def test_a_scheduled_reminder_fires_once_and_not_retroactively(
 
 
 def test_unknown_batch_status_names_it(svc: Service) -> None:
-    with pytest.raises(LookupError, match="not found"):
+    with pytest.raises(UnknownBatch, match="not found") as raised:
         status(svc.r, "nope")
+    assert raised.value.batch == "nope"
+    result = CliRunner().invoke(main, ["status", "--batch", "nope"], env=ENV)
+    assert result.exit_code == 1
+    assert "batch 'nope': not found" in result.output

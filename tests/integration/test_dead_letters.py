@@ -1,10 +1,12 @@
 """Replaying dead letters: a letter leaves only once its event is on the queue, whatever
-form its payload has, and the command counts truthfully what it did."""
+form its payload has, and the command counts truthfully what it did. And which errors make a
+dead letter of an event, under which field."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,10 +15,14 @@ from click.testing import CliRunner
 
 from devtools.sink import free_port
 from notifier.cli import main
-from notifier.store.deadletter import DeadLetters
+from notifier.domain.events import RegistrationCreated
+from notifier.domain.plan import Plan, Seat
+from notifier.service import Service
+from notifier.settings import Settings
+from notifier.store.deadletter import DeadLetter, DeadLetters
 from notifier.tasks import INGEST, QUEUE
 from tests.conftest import TEST_REDIS_URL
-from tests.events import created, person
+from tests.events import cancelled, created, person
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +147,42 @@ def test_publishing_stops_at_the_first_failure_and_keeps_the_rest(
     assert report.not_tried == ids[1:]
     assert "broker went away" in report.error
     assert _ids(dead) == ids[1:]
+
+
+@pytest.fixture
+def svc(make_settings: Callable[..., Settings], redis_client: redis.Redis) -> Iterator[Service]:
+    service = Service(make_settings(), redis_client)
+    yield service
+    service.close()
+
+
+def _only_letter(svc: Service) -> DeadLetter:
+    [letter] = svc.dead.list()
+    return letter
+
+
+def test_a_cancellation_of_an_unknown_registration_is_a_dead_letter_on_its_id(
+    svc: Service,
+) -> None:
+    assert svc.ingest(cancelled("evt-c", "REG-NEW")) == []
+    letter = _only_letter(svc)
+    assert letter.fields == ("registration.id",)
+    assert letter.reason == (
+        "registration.id: registration REG-NEW is unknown: no attendee to notify"
+    )
+    assert letter.event_id == "evt-c"
+
+
+def test_a_key_error_in_planning_is_an_internal_error_not_an_unknown_registration(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KeyError is a LookupError: caught as one, a bug passed for an unknown registration.
+    def broken(event: RegistrationCreated, seat: Seat | None, conf: object) -> Plan:
+        plans: dict[str, Plan] = {}
+        return plans["attendee"]  # a lookup that misses, as a bug's would
+
+    monkeypatch.setattr("notifier.service.plan_created", broken)
+    assert svc.ingest(created("evt-k", "REG-K", person(1))) == []
+    letter = _only_letter(svc)
+    assert letter.fields == ("event",)
+    assert letter.reason == "event: internal error: KeyError"

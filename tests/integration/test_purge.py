@@ -17,12 +17,14 @@ from click.testing import CliRunner
 
 from devtools.sink import Sink
 from notifier.cli import main
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.notice import invite_uid
+from notifier.loading import Conferences
 from notifier.service import Service
 from notifier.settings import SHIPPED_CONFERENCES, Settings
 from notifier.store import keys
-from notifier.store.outbox import STATES, text
+from notifier.store.codec import text
+from notifier.store.outbox import STATES
 from notifier.store.purge import (
     ANON_EMAIL,
     PurgeRefused,

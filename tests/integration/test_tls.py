@@ -24,11 +24,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from kombu.connection import Connection
 
 from devtools.sink import free_port
-from notifier.domain.conference import Conferences
 from notifier.domain.notice import Kind
 from notifier.errors import DeliveryError, TemporaryDeliveryError
+from notifier.loading import Conferences, renderer
 from notifier.mail.compose import compose
-from notifier.mail.render import renderer
 from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.service import Service
 from notifier.settings import Settings, load_settings
@@ -328,9 +327,8 @@ def test_a_rediss_url_verifies_the_certificate_in_broker_and_store() -> None:
 CLOSE_SCRIPT = """
 import ssl, sys
 from notifier.mail.compose import compose
-from notifier.domain.conference import Conferences
+from notifier.loading import Conferences, renderer
 from notifier.domain.notice import Kind
-from notifier.mail.render import renderer
 from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import load_settings
 from notifier.smtp import Mailer, Sent

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
+from notifier.loading import Conferences, template_loader
 from notifier.mail.render import Renderer
 from tests.conftest import CI
 from tests.unit.support import CONFERENCES_DIR, GOLDEN_DIR, SLUG, TEMPLATES_DIR, Golden
@@ -44,4 +45,4 @@ def timed_conference(conference: Conference) -> Conference:
 
 @pytest.fixture(scope="session")
 def renderer() -> Renderer:
-    return Renderer(TEMPLATES_DIR)
+    return Renderer(template_loader(TEMPLATES_DIR))

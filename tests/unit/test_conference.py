@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.domain.conference import Conference, Conferences, load_conference_file
+from notifier.domain.conference import Conference
 from notifier.errors import ConfigError
+from notifier.loading import Conferences, load_conference_file
 from tests.unit.support import SLUG
 
 VALID = """\

@@ -3,8 +3,9 @@
 The events of one registration (creations, substitutions, cancellations; equal times; the
 same event delivered twice) are run through the planner in an arrival order, as the service
 runs them: an event id seen before is a no-op (the roster's event marker), and a cancellation
-of a registration not known yet raises LookupError and becomes a dead letter. Dead letters are
-replayed at the end, as `notifier dead-letters --replay-all` does once the registration exists.
+of a registration not known yet raises UnknownRegistration and becomes a dead letter. Dead
+letters are replayed at the end, as `notifier dead-letters --replay-all` does once the
+registration exists.
 
 The outcome must equal the events' time order: the final seat (attendee, status) and the
 standing invites (per UID, the mail with the highest SEQUENCE is a REQUEST). In both runs the
@@ -26,10 +27,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.events import RegistrationCreated, RegistrationSubstituted
 from notifier.domain.notice import InviteSpec, Notice, Person
 from notifier.domain.plan import Plan, Seat
+from notifier.errors import UnknownRegistration
+from notifier.loading import Conferences
 from tests.events import ASTRID, JENS, METTE
 from tests.unit.support import CONFERENCES_DIR, SLUG
 from tests.unit.test_plan import Event, cancelled, created, plan, substituted, uid_of
@@ -75,7 +78,7 @@ def deliver(arrival: Sequence[Event], *, replay: bool, planner: Planner = plan) 
             return  # the event marker: a replay is a no-op
         try:
             result = planner(event, seat, CONF)
-        except LookupError:
+        except UnknownRegistration:
             if event not in dead:
                 dead.append(event)
             return

@@ -23,24 +23,25 @@ from typing import Any
 
 import pytest
 from email_validator import validate_email
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar
 from markupsafe import escape
 
-from notifier.domain.conference import Conference, Conferences
+from notifier.domain.conference import Conference
 from notifier.domain.events import RegistrationCreated, RegistrationSubstituted, parse_event
 from notifier.domain.notice import Notice, Person
 from notifier.domain.plan import plan_created, plan_substituted
-from notifier.domain.recipients import check_address, check_name
+from notifier.domain.recipients import check_address, check_name, same_address
 from notifier.errors import InvalidEvent
+from notifier.loading import Conferences, template_loader
 from notifier.mail.compose import Composed, compose
 from notifier.mail.render import Renderer, conference_facts, notice_context
 from notifier.mail.samples import SAMPLE_NOW
 from tests.unit.support import CONFERENCES_DIR, SLUG, TEMPLATES_DIR
 
 CONF: Conference = Conferences(CONFERENCES_DIR).get(SLUG)
-RENDERER = Renderer(TEMPLATES_DIR)
+RENDERER = Renderer(template_loader(TEMPLATES_DIR))
 HEADERS = sorted(
     [
         "From",
@@ -265,10 +266,25 @@ def check_invite(notice: Notice, message: EmailMessage) -> None:
     attendee = event.get("attendee")
     assert not isinstance(attendee, list), attendee
     assert str(attendee).lower() == f"mailto:{notice.recipient.email}".lower()
-    if "\\" in notice.recipient.name:
-        return  # a known bug, pinned by test_a_backslash_in_a_name_stays_in_the_name
-    assert str(attendee.params["CN"]) == notice.recipient.name
     assert sorted(attendee.params) == ["CN", "CUTYPE", "PARTSTAT", "ROLE", "RSVP"]
+    assert written_cn(_calendar(message)) == notice.recipient.name
+
+
+_RFC6868 = {"n": "\n", "^": "^", "'": '"'}
+
+
+def written_cn(calendar: bytes) -> str:
+    """The ATTENDEE's CN as RFC 5545 and RFC 6868 read it: a quoted value is literal up to
+    the closing quote (a backslash escapes nothing in a parameter), ^n ^^ ^' decoded.
+    icalendar's reader is not used here: it also drops a backslash before "," or ";"."""
+    unfolded = calendar.replace(b"\r\n ", b"").decode("utf-8")
+    [line] = [x for x in unfolded.split("\r\n") if x.startswith("ATTENDEE;CN=")]
+    value = line.removeprefix("ATTENDEE;CN=")
+    if value.startswith('"'):
+        value = value[1 : value.index('"', 1)]
+    else:
+        value = re.split("[;:]", value, maxsplit=1)[0]
+    return re.sub(r"\^(.)", lambda m: _RFC6868.get(m[1], m[0]), value)
 
 
 def display_name(message: EmailMessage) -> str:
@@ -297,7 +313,7 @@ def check_message(notice: Notice, composed: Composed) -> None:
     # Runs of white space (a no-break space too) become one space in the header.
     assert display_name(message) == " ".join(notice.recipient.name.split())
     assert [a.addr_spec for a in message["From"].addresses] == [str(CONF.organiser.email)]
-    assert composed.recipient in (notice.recipient.email, ascii_address(notice.recipient.email))
+    assert composed.recipient == ascii_address(notice.recipient.email)
     html = message.get_body(preferencelist=("html",))
     assert html is not None
     check_html(notice, html.get_content())
@@ -311,12 +327,35 @@ def messages_of(raw: dict[str, Any]) -> list[tuple[Notice, Composed]]:
     else:
         assert isinstance(event, RegistrationSubstituted)
         plan = plan_substituted(event, None, CONF)
-    assert plan.notices
     return [(n, compose(n, CONF, RENDERER, now=SAMPLE_NOW)) for n in plan.notices]
+
+
+def _created(name: str, email: str) -> dict[str, Any]:
+    return {
+        "id": "evt-example",
+        "type": "registration.created",
+        "occurred_at": "2024-02-14T10:02:11+01:00",
+        "conference": SLUG,
+        "registration": {"id": "REG-1", "attendee": {"name": name, "email": email}},
+    }
+
+
+def _substituted(previous: str, coming: str) -> dict[str, Any]:
+    raw = _created("Jens Ødegaard", coming)
+    raw["type"] = "registration.substituted"
+    raw["registration"]["previous_attendee"] = {"name": "Mette Sørensen", "email": previous}
+    return raw
 
 
 @PROPERTY
 @given(created_events())
+# A backslash in a name once ended the invite's CN parameter early (RFC 5545 has no escape
+# inside a quoted parameter): those names stay in every run, not only when drawn.
+@example(_created("\\", "ole@aarhus.dk"))
+@example(_created("Hansen\\", "ole@aarhus.dk"))
+@example(_created('Ole "\\" Hansen; KL', "ole@aarhus.dk"))
+@example(_created("\\,", "ole@aarhus.dk"))
+@example(_created("Hansen\\; KL", "ole@aarhus.dk"))
 def test_a_registration_yields_one_sound_message(raw: dict[str, Any]) -> None:
     [(notice, composed)] = messages_of(raw)
     assert notice.recipient.email == check_address(raw["registration"]["attendee"]["email"])
@@ -325,16 +364,18 @@ def test_a_registration_yields_one_sound_message(raw: dict[str, Any]) -> None:
 
 @settings(PROPERTY, max_examples=60)  # three messages each
 @given(substituted_events())
+# The same mailbox on both sides (in any case) is no change of attendee: no mail at all.
+@example(_substituted("mette.sorensen@aarhus.dk", "mette.sorensen@aarhus.dk"))
+@example(_substituted("Mette.Sorensen@Aarhus.dk", "mette.sorensen@aarhus.dk"))
+@example(_substituted("mette.sorensen@aarhus.dk", "jens.odegaard@aarhus.dk"))
 def test_a_substitution_yields_three_sound_messages(raw: dict[str, Any]) -> None:
     previous = check_address(raw["registration"]["previous_attendee"]["email"])
     coming = check_address(raw["registration"]["attendee"]["email"])
-    assume(previous.casefold() != coming.casefold())
     found = messages_of(raw)
-    assert [n.recipient.email for n, _ in found] == [
-        previous,
-        coming,
-        str(CONF.organiser.email),
-    ]
+    expected = [] if same_address(previous, coming) else [previous, coming]
+    if expected:
+        expected.append(str(CONF.organiser.email))
+    assert [n.recipient.email for n, _ in found] == expected
     for notice, composed in found:
         check_message(notice, composed)
 

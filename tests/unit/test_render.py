@@ -15,6 +15,7 @@ import pytest
 
 from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Notice, Person
+from notifier.loading import template_loader
 from notifier.mail.render import Rendered, Renderer, conference_facts, notice_context
 from notifier.mail.samples import METTE, sample_notice
 from tests.unit.support import Golden
@@ -264,7 +265,7 @@ def test_undefined_variable_raises(
     notice = sample_notice(Kind.CONFIRMATION, conference)
     context = notice_context(notice, conference_facts(conference), conference.tz)
     with pytest.raises(jinja2.UndefinedError):
-        Renderer(tmp_path).render("x", context)
+        Renderer(template_loader(tmp_path)).render("x", context)
 
 
 def test_subject_is_one_line(renderer: Renderer, conference: Conference) -> None:

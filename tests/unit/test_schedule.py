@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notifier.domain.conference import Conference, Conferences, ReminderRule
+from notifier.domain.conference import Conference, ReminderRule
 from notifier.domain.schedule import due_reminders, due_time
+from notifier.loading import Conferences
 
 CPH = ZoneInfo("Europe/Copenhagen")
 ROOT = Path(__file__).resolve().parents[2]

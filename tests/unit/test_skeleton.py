@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Notice, Person
+from notifier.loading import template_loader
 from notifier.mail.render import Rendered, Renderer, conference_facts, notice_context
 from notifier.mail.samples import sample_notice
 from notifier.mail.skeleton import Holes, Skeleton, marker
@@ -28,7 +29,7 @@ def fast(renderer: Renderer, notice: Notice, conf: Conference) -> Rendered:
 
 @pytest.mark.parametrize("kind", list(Kind))
 def test_every_kind_renders_as_in_full(conference: Conference, kind: Kind) -> None:
-    renderer = Renderer(Path("templates"))
+    renderer = Renderer(template_loader(Path("templates")))
     notice = sample_notice(kind, conference)
     first = fast(renderer, notice, conference)
     other = replace(notice, recipient=Person("Åse Ørsted-Æbelø", "aase@kommune.dk", "Aarhus"))
@@ -40,7 +41,7 @@ def test_every_kind_renders_as_in_full(conference: Conference, kind: Kind) -> No
 def test_a_timed_conference_has_its_own_skeleton(
     conference: Conference, timed_conference: Conference
 ) -> None:
-    renderer = Renderer(Path("templates"))
+    renderer = Renderer(template_loader(Path("templates")))
     for conf in (conference, timed_conference, conference):
         notice = sample_notice(Kind.CONFIRMATION, conf)
         assert fast(renderer, notice, conf) == full(renderer, notice, conf)
@@ -48,7 +49,7 @@ def test_a_timed_conference_has_its_own_skeleton(
 
 
 def test_a_seat_that_came_back_has_its_own_skeleton(conference: Conference) -> None:
-    renderer = Renderer(Path("templates"))
+    renderer = Renderer(template_loader(Path("templates")))
     colleague = sample_notice(Kind.SUBSTITUTION_IN, conference)
     came_back = replace(colleague, from_colleague=False)
     outs = [fast(renderer, n, conference) for n in (colleague, came_back, colleague)]
@@ -100,7 +101,7 @@ def kind_folder(tmp_path: Path, line: str) -> Path:
 def test_a_template_that_changes_a_value_is_rendered_in_full(
     tmp_path: Path, conference: Conference, line: str
 ) -> None:
-    renderer = Renderer(kind_folder(tmp_path, line))
+    renderer = Renderer(template_loader(kind_folder(tmp_path, line)))
     notice = sample_notice(Kind.REMINDER, conference)
     others = [
         replace(notice, recipient=Person(n, "x@kommune.dk"), registration_id=f"R-{i}")

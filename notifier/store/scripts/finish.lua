@@ -1,0 +1,29 @@
+-- finish: record how a claimed send ended.
+-- include: _clock.lua _move.lua
+-- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] sending index
+-- KEYS[4] retry index        KEYS[5] unknown set     KEYS[6] failed set
+-- ARGV[1] bare message key   ARGV[2] store now ('' for Redis's clock)
+-- ARGV[3] token (the claim's attempt number)   ARGV[4] the state it ends in
+-- ARGV[5] SMTP reply   ARGV[6] delay before a retry (seconds)
+-- ARGV[7] resends allowed after an unknown outcome
+-- ARGV[8] keys.template(keys.batch_counts), for messages created by an earlier version
+-- 'unknown' becomes 'retrying' while resends are left.
+-- Returns 0 when the claim was lost, 1 when recorded, 2 when an unknown outcome became a
+-- retry.
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'sending' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[3] then return 0 end
+local now = clock(ARGV[2])
+local to = ARGV[4]
+local result = 1
+if to == 'unknown' then
+  local seen = redis.call('HINCRBY', KEYS[1], 'unknowns', 1)
+  if seen <= tonumber(ARGV[7]) then to = 'retrying'; result = 2 end
+end
+redis.call('HSET', KEYS[1], 'state', to, 'last_reply', ARGV[5], 'updated_at', now)
+move(KEYS[1], KEYS[2], ARGV[8], 'sending', to)
+redis.call('ZREM', KEYS[3], ARGV[1])
+if to == 'failed' then redis.call('SADD', KEYS[6], ARGV[1]) end
+if to == 'unknown' then redis.call('SADD', KEYS[5], ARGV[1]) end
+if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), ARGV[1]) end
+return result
