@@ -19,10 +19,10 @@
 
 Third-party exceptions are translated where they enter: pydantic's in parse_event
 (InvalidEvent) and in load_settings and the conference loader (ConfigError), aiosmtplib's and
-the socket's in smtp.classify (DeliveryError), redis-py's in Service.ingest (StoreUnavailable).
-Two paths let redis.RedisError through on purpose, because their callers tell a restart from
-other store errors: the delivery run (Service.deliver; the Celery task retries on both) and
-status(), which reads through the caller's own client.
+the socket's in smtp.classify (DeliveryError), redis-py's in Service.ingest and
+Service.deliver (StoreUnavailable). One path lets redis.RedisError through on purpose:
+status(), which reads through the caller's own client, whose caller (`notifier remind`) tells
+a restart from other store errors.
 """
 
 from __future__ import annotations

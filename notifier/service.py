@@ -227,13 +227,21 @@ class Service:
     # -- deliver ------------------------------------------------------------------------
 
     def deliver(self, message_keys: Sequence[str]) -> None:
-        """Send each message that can be claimed, over the process's kept SMTP sessions."""
-        if message_keys:
-            mailer = self.mailer
-            delivery = self.delivery
-            mailer.run(
+        """Send each message that can be claimed, over the process's kept SMTP sessions.
+
+        Raises:
+            StoreUnavailable: Redis failed during the run; what was under way finished and
+                what could be recorded was (the task is retried with the same keys).
+        """
+        if not message_keys:
+            return
+        delivery = self.delivery
+        try:
+            self.mailer.run(
                 list(message_keys), delivery.one, then=delivery.settle, halted=delivery.halted
             )
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""

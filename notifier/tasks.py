@@ -103,20 +103,24 @@ def _configure(app: Celery, settings: Settings) -> None:
             # Personal data of conferences past their retention period, once a day.
             "purge-expired": {"task": PURGE, "schedule": crontab(hour=3, minute=17)},
         },
-        # Retries are scheduled in our own Redis index, never as Celery countdowns, so a short
-        # visibility timeout is safe and a crashed worker's tasks come back quickly.
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            # Look for abandoned (unacked) tasks every 5 s rather than kombu's ~100 s.
-            "unacked_restore_interval": 5,
-            "unacked_restore_throttle": 1,
-            # A worker killed while it restores holds kombu's restore lock until it expires
-            # (kombu's default: 300 s), and no worker restores anything meanwhile: the dead
-            # worker's unacknowledged tasks would wait five minutes. Restores are quick, and
-            # each is a WATCH transaction, so two overlapping ones cannot restore a task twice.
-            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
-        },
+        broker_transport_options=_transport_options(settings),
     )
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    # Retries are scheduled in our own Redis index, never as Celery countdowns, so a short
+    # visibility timeout is safe and a crashed worker's tasks come back quickly.
+    return {
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        # Look for abandoned (unacked) tasks every 5 s rather than kombu's ~100 s.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        # A worker killed while it restores holds kombu's restore lock until it expires
+        # (kombu's default: 300 s), and no worker restores anything meanwhile: the dead
+        # worker's unacknowledged tasks would wait five minutes. Restores are quick, and
+        # each is a WATCH transaction, so two overlapping ones cannot restore a task twice.
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
+    }
 
 
 # Every answer of the store that is not a verdict on the task (down, timeout, OOM, READONLY
@@ -143,18 +147,21 @@ class KeepOnStoreError(Task):  # type: ignore[misc]
             raise Reject(exc.reason, requeue=True) from None
 
 
+# Retried with backoff for as long as the store answers with an error; never dropped.
+KEEP_ON_STORE_ERROR: dict[str, Any] = {
+    "base": KeepOnStoreError,
+    "autoretry_for": STORE_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": None,
+}
+
+
 def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     # A batch's messages are spread over every worker in chunks, each reusing SMTP sessions.
     runtime.hand_on = partial(enqueue_deliveries, app, chunk=settings.chunk_size)
 
-    @app.task(  # type: ignore[untyped-decorator]
-        name=INGEST,
-        base=KeepOnStoreError,
-        autoretry_for=STORE_ERRORS,
-        retry_backoff=1,
-        retry_backoff_max=30,
-        max_retries=None,
-    )
+    @app.task(name=INGEST, **KEEP_ON_STORE_ERROR)  # type: ignore[untyped-decorator]
     def ingest(event: Any) -> None:
         svc = runtime.service()
         message_keys = svc.ingest(event)
@@ -164,14 +171,7 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
         else:
             enqueue_deliveries(app, message_keys, chunk=settings.chunk_size)
 
-    @app.task(  # type: ignore[untyped-decorator]
-        name=DELIVER,
-        base=KeepOnStoreError,
-        autoretry_for=STORE_ERRORS,
-        retry_backoff=1,
-        retry_backoff_max=30,
-        max_retries=None,
-    )
+    @app.task(name=DELIVER, **KEEP_ON_STORE_ERROR)  # type: ignore[untyped-decorator]
     def deliver(message_keys: list[str]) -> None:
         runtime.service().deliver(message_keys)
 

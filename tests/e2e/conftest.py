@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from celery import Celery
 
 from devtools.localredis import PrivateRedis
 from devtools.localworker import start_worker
-from devtools.sink import Sink, free_port
+from devtools.sink import Received, Sink, free_port
 from notifier.settings import load_settings
 from notifier.store.status import status
 from notifier.tasks import INGEST, QUEUE, create_app
@@ -327,3 +329,15 @@ def postfix_sink() -> Iterator[Callable[..., PostfixSink]]:
     yield make
     for p in made:
         p.cleanup()
+
+
+REMINDER = "Påmindelse: Kommunernes Digitaliseringstræf '24 mandag den 22. april 2024"
+
+
+def reminders_received(items: list[Received]) -> Counter[str]:
+    """How many reminders (by subject) each recipient got."""
+    out: Counter[str] = Counter()
+    for item in items:
+        if message_from_bytes(item.data, policy=policy.default)["Subject"] == REMINDER:
+            out.update(item.recipients)
+    return out

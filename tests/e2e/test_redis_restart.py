@@ -9,22 +9,20 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import IO
 
 import pytest
 import yaml
 
-from devtools.sink import Received
 from notifier.store.status import status
 from tests.conftest import ROOT, wait_for
 from tests.e2e.conftest import NamedWorker, Stack, Worker
+from tests.e2e.conftest import reminders_received as _reminders
 from tests.events import CONFERENCE, created, person, reminder
 
 pytestmark = pytest.mark.e2e
 
-REMINDER = "Påmindelse: Kommunernes Digitaliseringstræf '24 mandag den 22. april 2024"
 PROCESSES = 2  # pool processes per worker (the e2e Worker's concurrency)
 SESSIONS = 4  # SMTP sessions per process (NOTIFIER_SMTP_CONNECTIONS' default)
 RESTARTS = 3
@@ -47,14 +45,6 @@ def faulty(
     """A private Redis with AOF and two workers on it."""
     s = stack(appendonly=True, **FAULTY)
     return s, [s.worker, workers(s, "second").start()]
-
-
-def _reminders(items: list[Received]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for item in items:
-        if message_from_bytes(item.data, policy=policy.default)["Subject"] == REMINDER:
-            out.update(item.recipients)
-    return out
 
 
 def _seed(s: Stack, n: int) -> set[str]:

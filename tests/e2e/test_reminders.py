@@ -20,7 +20,8 @@ from notifier.domain.plan import Seat
 from notifier.store import keys
 from notifier.store.status import status
 from tests.conftest import wait_for
-from tests.e2e.conftest import SHORT_LEASE, Stack
+from tests.e2e.conftest import REMINDER, SHORT_LEASE, Stack
+from tests.e2e.conftest import reminders_received as _reminders
 from tests.events import (
     ASTRID,
     CONFERENCE,
@@ -34,16 +35,6 @@ from tests.events import (
 )
 
 pytestmark = pytest.mark.e2e
-
-REMINDER = "Påmindelse: Kommunernes Digitaliseringstræf '24 mandag den 22. april 2024"
-
-
-def _reminders(items: list[Received]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for item in items:
-        if message_from_bytes(item.data, policy=policy.default)["Subject"] == REMINDER:
-            out.update(item.recipients)
-    return out
 
 
 def _seed(s: Stack, n: int) -> set[str]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 
 import pytest
-import redis
 
 from devtools.sink import Sink
 from notifier.service import Service
@@ -15,33 +13,6 @@ from tests.conftest import Clock, wait_for
 from tests.events import created, person
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2024, 2, 14, 9, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-def service(
-    make_settings: Callable[..., Settings], redis_client: redis.Redis, clock: Clock
-) -> Iterator[Callable[..., Service]]:
-    made: list[Service] = []
-
-    def make(**overrides: str) -> Service:
-        svc = Service(
-            make_settings(**overrides),
-            redis_client,
-            clock=clock,
-            rand=lambda: 0.0,
-            store_clock=lambda: clock().timestamp(),
-        )
-        made.append(svc)
-        return svc
-
-    yield make
-    for svc in made:
-        svc.close()
 
 
 def _register(svc: Service, n: int) -> list[str]:
