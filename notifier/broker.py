@@ -15,6 +15,16 @@ Waiting blocks the worker's event loop. That is deliberate: every other step of 
 writes to the same Redis too (tasks, retries, acknowledgements), so nothing could progress
 anyway, and not popping more messages meanwhile keeps them safe in the queue.
 
+A task message is also never only in the worker's memory. Stock kombu pops it with BRPOP and
+then records it as unacknowledged: a worker killed between the two loses it, and SIGKILL in
+a stream of events hit that window. Here the pop moves it atomically (BRPOPLPUSH) into an
+in-flight list of this channel's own, and it leaves that list only once it is recorded as
+unacknowledged. Each channel keeps a key alive while it runs; the periodic restore that every
+worker runs moves the in-flight messages of channels whose key has expired (their worker
+died, or was stopped for longer than ALIVE_SECONDS) back to the queue. A message recorded
+and still in flight when its worker died comes back twice; the event id makes the second
+a no-op.
+
 Celery uses this class through `broker_transport` (see `notifier.tasks._configure`). The
 URL's scheme is then not used to pick a transport; rediss:// still gets TLS from the
 `ssl_cert_reqs` query that `notifier.settings` adds.
@@ -24,14 +34,21 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
+from queue import Empty
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.utils import encoding, json
 
 log = logging.getLogger("notifier")
+# kombu's helpers and its Redis channel carry no type hints.
+bytes_to_str: Callable[[Any], str] = encoding.bytes_to_str
+loads: Callable[[str], Any] = json.loads
+_RedisChannel: Any = kombu_redis.Channel
 
 #: Refusals that end by themselves on the same connection: memory is freed, the disk (MISCONF)
 #: takes snapshots again. ExecAbortError is how redis-py may report a MULTI refused for these.
@@ -44,6 +61,10 @@ MAX_WAIT = 5.0  # seconds: how late the worker notices that Redis takes writes a
 #: How long a popped task waits for a lost connection before kombu's own handling takes over
 #: (reconnect; the task is then lost, as with stock kombu).
 BRIEF_OUTAGE = 30.0  # seconds
+#: In-flight lists (hash: list key -> queue) and their channels' liveness, in kombu's namespace.
+INFLIGHT_REGISTRY = "_kombu.inflight"
+ALIVE_SECONDS = 30  # a channel not heard of for this long is taken to be dead
+ALIVE_REFRESH = 5.0  # seconds between refreshes of a live channel's key
 
 
 def _refused(exc: redis.RedisError) -> bool:
@@ -117,14 +138,110 @@ class QoS(kombu_redis.QoS):
         # A round skipped loses nothing: the messages stay in `unacked` for the next round.
         try:
             super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]
+            with self.channel.conn_or_acquire() as client:
+                recover_inflight(client)
         except redis.ResponseError as exc:
             if not _refused(exc):
                 raise
             log.warning("broker Redis refuses writes (%s); restore skipped", type(exc).__name__)
 
 
-class Channel(kombu_redis.Channel):
+def recover_inflight(client: redis.Redis) -> int:
+    """Move the in-flight messages of dead channels back to their queues; how many moved.
+    Each move is one atomic RPOPLPUSH, so two workers recovering at once move each once."""
+    moved = 0
+    for raw_key, raw_queue in client.hgetall(INFLIGHT_REGISTRY).items():
+        key, queue = bytes_to_str(raw_key), bytes_to_str(raw_queue)
+        if client.exists(_alive_key(key)):
+            continue
+        while client.rpoplpush(key, queue) is not None:
+            moved += 1
+        client.hdel(INFLIGHT_REGISTRY, key)
+    if moved:
+        log.warning("restored %d task(s) a dead worker had taken but not recorded", moved)
+    return moved
+
+
+def _alive_key(inflight: str) -> str:
+    return f"{inflight}.alive"
+
+
+class Channel(_RedisChannel):  # type: ignore[misc]
+    """Pops with BRPOPLPUSH into an in-flight list of its own (see the module's docstring).
+    Stock BRPOP is kept where that cannot apply: several queues or priority levels (one
+    RPOPLPUSH takes one source list) or a global key prefix."""
+
     QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inflight: str | None = None
+        self._inflight_queue: str | None = None
+        self._alive_at = float("-inf")
+        self._refusals = 0
+
+    def _brpop_start(self, timeout: int | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if len(queues) != 1 or len(self.priority_steps) != 1 or self.global_keyprefix:
+            self._inflight_queue = None
+            super()._brpop_start(timeout)
+            return
+        queue = self._q_for_pri(queues[0], self.priority_steps[0])
+        inflight = self._keep_alive(queue)
+        self._inflight_queue = queue
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        wait = self.brpop_timeout if timeout is None else timeout
+        self.client.connection.send_command("BRPOPLPUSH", queue, inflight, wait or 0)
+
+    def _keep_alive(self, queue: str) -> str:
+        if self._inflight is None:
+            self._inflight = f"{INFLIGHT_REGISTRY}.{queue}.{uuid.uuid4().hex}"
+        now = time.monotonic()
+        if now - self._alive_at >= ALIVE_REFRESH:
+            try:
+                with self.client.pipeline() as pipe:
+                    pipe.set(_alive_key(self._inflight), 1, ex=ALIVE_SECONDS)
+                    pipe.hset(INFLIGHT_REGISTRY, self._inflight, queue)
+                    pipe.execute()
+                self._alive_at = now
+            except redis.ResponseError as exc:
+                if not _refused(exc):
+                    raise
+                # Redis takes no writes: the pop below is refused as well (and handled).
+        return self._inflight
+
+    def _brpop_read(self, **options: Any) -> bool:
+        queue, inflight = self._inflight_queue, self._inflight
+        if queue is None or inflight is None:
+            return bool(super()._brpop_read(**options))
+        try:
+            try:
+                item = self.client.parse_response(self.client.connection, "BRPOPLPUSH")
+            except self.connection_errors:
+                self.client.connection.disconnect()  # reconnect on the next round, as kombu
+                raise
+            except redis.ResponseError as exc:
+                if not _refused(exc):
+                    raise
+                # The pop moves the task, a write: refused while Redis takes none. The task
+                # stays in the queue; ask again a little later.
+                self._refusals += 1
+                if self._refusals & (self._refusals - 1) == 0:
+                    log.warning("broker Redis refuses writes (%s); waiting", type(exc).__name__)
+                time.sleep(min(FIRST_WAIT * 2 ** min(self._refusals, 10), MAX_WAIT))
+                raise Empty() from None
+            self._refusals = 0
+            if not item:
+                raise Empty()
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
+            # Recorded as unacknowledged by now (QoS.append, in the call above).
+            self.client.lrem(inflight, 1, item)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
 
 
 class Transport(kombu_redis.Transport):

@@ -120,6 +120,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # worker's unacknowledged tasks would wait five minutes. Restores are quick, and
         # each is a WATCH transaction, so two overlapping ones cannot restore a task twice.
         "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
+        # One list per queue (notifier sets no priorities): the broker transport then pops
+        # each task atomically into an in-flight list of its own (notifier.broker).
+        "priority_steps": [0],
     }
 
 

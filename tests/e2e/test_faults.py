@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from devtools.sink import Sink
+from notifier.broker import INFLIGHT_REGISTRY
 from notifier.store.status import status
-from notifier.tasks import UNACKED_MUTEX_EXPIRE
+from notifier.tasks import QUEUE, UNACKED_MUTEX_EXPIRE
 from tests.conftest import wait_for
 from tests.e2e.conftest import Stack
 from tests.events import created, person
@@ -99,6 +100,30 @@ def test_worker_killed_while_it_restores_unacked_tasks(stack: Callable[..., Stac
     s.wait_drained()
     _, lost, duplicated = tally([s.sink], expected, "SIGKILL holding the restore lock")
     assert lost == 0 and duplicated <= IN_FLIGHT
+
+
+def test_a_task_popped_by_a_worker_that_died_before_recording_it_comes_back(
+    stack: Callable[..., Stack],
+) -> None:
+    """kombu pops a task and only then records it as unacknowledged; a worker killed between
+    the two lost it. Our transport pops into an in-flight list of the channel's own: here a
+    task sits in the list of a channel that is gone (no liveness key), as SIGKILL at that
+    moment leaves it, and a live worker's restore puts it back on the queue."""
+    s = stack(start=False, visibility_timeout_seconds="10")
+    event = created("evt-popped", "REG-popped", person(1))
+    s.publish(event)
+    inflight = f"{INFLIGHT_REGISTRY}.notifier.dead0123"
+    assert s.client.rpoplpush(QUEUE, inflight) is not None  # popped, then the worker died
+    s.client.hset(INFLIGHT_REGISTRY, inflight, QUEUE)
+    assert s.client.llen(QUEUE) == 0
+    s.worker.start()
+    s.sink.wait_for(1, timeout=60)
+    s.wait_drained()
+    assert tally([s.sink], {person(1)["email"]}, "a popped, unrecorded task") == (1, 0, 0)
+    # The live worker pops the same way: its own in-flight list is registered and alive.
+    live = [k.decode() for k in s.client.hkeys(INFLIGHT_REGISTRY)]
+    assert len(live) == 1 and s.client.exists(f"{live[0]}.alive")
+    assert not s.client.exists(inflight) and not s.client.hexists(INFLIGHT_REGISTRY, inflight)
 
 
 def test_sigterm_lets_in_flight_sends_finish(stack: Callable[..., Stack]) -> None:

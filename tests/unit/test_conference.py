@@ -1,7 +1,10 @@
-"""Conference files: the shipped one loads, bad ones name the field, a new one is a new file."""
+"""Conference files: the shipped one loads, bad ones name the field, a new one is a new file,
+and an edited one takes effect in a running process."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
@@ -10,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from notifier.domain.conference import Conference
+from notifier.domain.schedule import due_reminders
 from notifier.errors import ConfigError
-from notifier.loading import Conferences, load_conference_file
+from notifier.loading import CHECK_SECONDS, Conferences, load_conference_file
 from tests.unit.support import SLUG
 
 VALID = """\
@@ -143,3 +147,126 @@ def test_a_changed_copy_has_its_own_hash_and_time_zone(conference: Conference) -
     assert hash(same) == hash(conference) and same == conference
     assert other != conference and hash(other) != hash(conference)
     assert str(other.tz) == "UTC"
+
+
+# --- A file edited while workers run takes effect (issue 13) ---------------------------------
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand: when Conferences looks at its files again."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+SECOND = "kommunaldag-2025"
+
+
+@pytest.fixture
+def ticks() -> Ticks:
+    return Ticks()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    _write(tmp_path, SECOND, VALID)
+    return tmp_path
+
+
+def test_an_edited_file_takes_effect_once_looked_at_again(folder: Path, ticks: Ticks) -> None:
+    confs = Conferences(folder, check_seconds=1.0, clock=ticks)
+    before = confs.get(SECOND)
+    _write(folder, SECOND, VALID.replace("Tivoli Congress Center", "Bella Center"))
+    ticks.now += 0.5  # within the check interval: the file is not touched
+    assert confs.get(SECOND) is before
+    ticks.now += 0.5
+    after = confs.get(SECOND)
+    assert after.venue.name == "Bella Center"
+    assert before.venue.name == "Tivoli Congress Center"  # the old object is unchanged
+    assert hash(after) != hash(before)
+    assert confs.get(SECOND) is after  # read once, then kept
+
+
+def test_an_edit_the_timestamps_cannot_show_is_seen(folder: Path, ticks: Ticks) -> None:
+    """Same size, same mtime (an edit within the file system's timestamp resolution)."""
+    path = folder / f"{SECOND}.toml"
+    confs = Conferences(folder, clock=ticks)
+    assert confs.get(SECOND).price.amount == 1900
+    stamp = path.stat()
+    _write(folder, SECOND, VALID.replace("amount = 1900", "amount = 2100"))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert path.stat().st_size == stamp.st_size
+    ticks.now += CHECK_SECONDS
+    assert confs.get(SECOND).price.amount == 2100
+
+
+def test_a_broken_edit_keeps_the_last_good_version_and_names_the_field(
+    folder: Path, ticks: Ticks, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = folder / f"{SECOND}.toml"
+    confs = Conferences(folder, clock=ticks)
+    good = confs.get(SECOND)
+    _write(folder, SECOND, VALID.replace('"1577"', '"DK-1577"'))
+    with caplog.at_level(logging.INFO, logger="notifier.loading"):
+        for _ in range(3):  # looked at three times, reported once
+            ticks.now += CHECK_SECONDS
+            assert confs.get(SECOND) is good
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert str(path) in record.getMessage()
+    assert "venue.postcode" in record.getMessage()
+    assert "DK-1577" not in record.getMessage()  # the reason, not the value
+    # Fixed: the new version is used
+    _write(folder, SECOND, VALID.replace('"1577"', '"1578"'))
+    ticks.now += CHECK_SECONDS
+    assert confs.get(SECOND).venue.postcode == "1578"
+
+
+def test_a_file_that_never_validated_raises(folder: Path, ticks: Ticks) -> None:
+    _write(folder, "broken-2026", VALID.replace("amount = 1900", 'amount = "mange"'))
+    confs = Conferences(folder, clock=ticks)
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"price\.amount"):
+            confs.get("broken-2026")
+        ticks.now += CHECK_SECONDS
+    _write(folder, "broken-2026", VALID)
+    ticks.now += CHECK_SECONDS
+    assert confs.get("broken-2026").price.amount == 1900
+
+
+def test_added_and_removed_files_are_seen(
+    folder: Path, ticks: Ticks, caplog: pytest.LogCaptureFixture
+) -> None:
+    confs = Conferences(folder, clock=ticks)
+    kept = confs.get(SECOND)
+    _write(folder, "kommunaldag-2026", VALID.replace("2025-05-13", "2026-05-12"))
+    assert confs.slugs() == [SECOND, "kommunaldag-2026"]
+    assert confs.get("kommunaldag-2026").date == date(2026, 5, 12)
+    (folder / f"{SECOND}.toml").unlink()
+    assert confs.slugs() == ["kommunaldag-2026"]
+    assert SECOND not in confs  # new events for it are refused
+    # A message already accepted for it can still be composed, and the removal is reported
+    ticks.now += CHECK_SECONDS
+    with caplog.at_level(logging.ERROR, logger="notifier.loading"):
+        assert confs.get(SECOND) is kept
+    assert [r.getMessage() for r in caplog.records] == [
+        f"conference {SECOND!r}: no file {folder / f'{SECOND}.toml'}; "
+        "keeping the version read before"
+    ]
+    # A process that never read it before refuses it
+    with pytest.raises(ConfigError, match="no file"):
+        Conferences(folder).get(SECOND)
+
+
+def test_an_added_reminder_rule_falls_due(folder: Path, ticks: Ticks) -> None:
+    confs = Conferences(folder, clock=ticks)
+    at = datetime.fromisoformat("2025-05-10T09:00:00+02:00")  # three days before
+    assert due_reminders([confs.get(s) for s in confs.slugs()], at) == []
+    rule = '\n[[reminders]]\nid = "3-days"\ndays_before = 3\nat = 09:00:00\n'
+    _write(folder, SECOND, VALID + rule)
+    ticks.now += CHECK_SECONDS
+    [due] = due_reminders([confs.get(s) for s in confs.slugs()], at)
+    assert (due.conference, due.rule, due.due_at) == (SECOND, "3-days", at)
