@@ -10,6 +10,7 @@ import pytest
 
 from devtools.sink import Sink
 from notifier.broker import INFLIGHT_REGISTRY
+from notifier.store.codec import text
 from notifier.store.status import status
 from notifier.tasks import QUEUE, UNACKED_MUTEX_EXPIRE
 from tests.conftest import wait_for
@@ -121,7 +122,7 @@ def test_a_task_popped_by_a_worker_that_died_before_recording_it_comes_back(
     s.wait_drained()
     assert tally([s.sink], {person(1)["email"]}, "a popped, unrecorded task") == (1, 0, 0)
     # The live worker pops the same way: its own in-flight list is registered and alive.
-    live = [k.decode() for k in s.client.hkeys(INFLIGHT_REGISTRY)]
+    live = [text(k) for k in s.client.hkeys(INFLIGHT_REGISTRY)]
     assert len(live) == 1 and s.client.exists(f"{live[0]}.alive")
     assert not s.client.exists(inflight) and not s.client.hexists(INFLIGHT_REGISTRY, inflight)
 
