@@ -77,10 +77,12 @@ class QoS(kombu_redis.QoS):
     Redis has taken them."""
 
     def append(self, message: Any, delivery_tag: Any) -> None:
-        # The popped message exists only in this process until this write succeeds, so it
-        # also waits through a short loss of the connection.
+        # Popped with stock BRPOP, the message exists only in this process until this write
+        # succeeds, so it also waits through a short loss of the connection. Popped into an
+        # in-flight list, it is safe there: a lost connection is left to Celery at once.
+        outage = 0.0 if getattr(self.channel, "_inflight_queue", None) else BRIEF_OUTAGE
         write = partial(super().append, message, delivery_tag)
-        self._until_written(write, "record a task", outage=BRIEF_OUTAGE)
+        self._until_written(write, "record a task", outage=outage)
 
     # A lost connection is left to Celery here, as before: it logs "Couldn't ack",
     # reconnects, and the message comes back from `unacked` after the visibility timeout.

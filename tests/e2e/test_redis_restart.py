@@ -56,6 +56,7 @@ def _seed(s: Stack, n: int) -> set[str]:
 
 
 LOST = "Connection to broker lost"
+CONNECTED = "Connected to "
 
 
 def _restart_redis(s: Stack, workers: list[Worker]) -> None:
@@ -68,7 +69,15 @@ def _restart_redis(s: Stack, workers: list[Worker]) -> None:
         return all(w.text().count(LOST) > n for w, n in zip(workers, seen, strict=True))
 
     wait_for(noticed, 60, "every worker to notice that Redis is gone")
+    connected = [w.text().count(CONNECTED) for w in workers]
     s.redis_server.start()
+
+    def back() -> bool:
+        return all(w.text().count(CONNECTED) > n for w, n in zip(workers, connected, strict=True))
+
+    # Each worker retries with a growing pause: without this wait the next kill could come
+    # before a worker is back, and it would have nothing new to notice.
+    wait_for(back, 90, "every worker to reconnect")
 
 
 def _alive(workers: list[Worker]) -> list[int | None]:
