@@ -56,7 +56,6 @@ class Claim:
     token: int
     notice: Notice
     seat: str | None = None  # for a reminder: the seat's JSON as it is now
-    unknowns: int = 0  # earlier attempts whose outcome was unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +106,13 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
 
 
 def _claimed(key: str, reply: Any) -> Claim | None:
-    # One round trip: the script returns the attempt number, the stored notice, for a
-    # reminder the seat, and how many earlier attempts ended unknown.
+    # One round trip: the script returns the attempt number, the stored notice and, for a
+    # reminder, the seat.
     token = int(reply[0])
     if token <= 0:
         return None
     seat = text(reply[2]) if reply[2] else None
-    return Claim(key, token, Notice.from_json(text(reply[1])), seat, int(reply[3]))
+    return Claim(key, token, Notice.from_json(text(reply[1])), seat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +244,6 @@ class Outbox:
         """Put an unclaimed message back until `due` (store time) without counting an attempt."""
         k, a = _defer_call(key, _stamp(self.store_clock), due)
         return bool(self._defer(keys=k, args=a))
-
-    def now(self) -> float:
-        """The store's time: Redis's clock, or the test's store clock."""
-        if self.store_clock is not None:
-            return self.store_clock()
-        seconds, micros = self.r.time()
-        return float(seconds) + micros / 1e6
 
     def get(self, key: str) -> Record | None:
         data = self.r.hgetall(keys.message(key))
