@@ -10,8 +10,9 @@ from here (``from notifier import parse_event``), loaded on first use:
     ``INGEST`` (publish events to it), ``DELIVER``, ``SCHEDULE``, ``PURGE``.
 ``notifier.domain.events``
     ``parse_event`` and the event models (``Event``, ``RegistrationCreated``,
-    ``RegistrationSubstituted``, ``RegistrationCancelled``, ``ReminderRequested`` and their
-    parts), ``event_schema()``, ``EVENT_TYPES``, ``MAX_EVENT_BYTES``.
+    ``RegistrationSubstituted``, ``RegistrationCancelled``, ``ReminderRequested``,
+    ``ConferenceUpdated`` and their parts), ``event_schema()``, ``EVENT_TYPES``,
+    ``MAX_EVENT_BYTES``.
 ``notifier.settings``
     ``Settings`` and ``load_settings(environ)``.
 ``notifier.store.status``
@@ -41,6 +42,7 @@ _HOME: dict[str, str] = {
             "MAX_EVENT_BYTES",
             "Attendee",
             "Batch",
+            "ConferenceUpdated",
             "Event",
             "NewRegistration",
             "RegistrationCancelled",
@@ -58,6 +60,7 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(("Failure", "Status", "status"), "notifier.store.status"),
     **dict.fromkeys(
         (
+            "ConferenceCancelled",
             "ConfigError",
             "DeliveryError",
             "DeliveryUnknown",
@@ -83,6 +86,8 @@ __all__ = [
     "SCHEDULE",
     "Attendee",
     "Batch",
+    "ConferenceCancelled",
+    "ConferenceUpdated",
     "ConfigError",
     "DeliveryError",
     "DeliveryUnknown",
@@ -117,6 +122,7 @@ if TYPE_CHECKING:  # for type checkers only: at run time these load on first use
         MAX_EVENT_BYTES,
         Attendee,
         Batch,
+        ConferenceUpdated,
         Event,
         NewRegistration,
         RegistrationCancelled,
@@ -129,6 +135,7 @@ if TYPE_CHECKING:  # for type checkers only: at run time these load on first use
         parse_event,
     )
     from notifier.errors import (
+        ConferenceCancelled,
         ConfigError,
         DeliveryError,
         DeliveryUnknown,

@@ -12,8 +12,9 @@ from typing import Any
 import jinja2
 import redis
 
-from notifier.domain.notice import Kind, Notice
-from notifier.domain.plan import Seat, current_invite
+from notifier.domain.itip import Prepared, prepare
+from notifier.domain.notice import Notice
+from notifier.domain.plan import Seat
 from notifier.domain.recipients import mask
 from notifier.domain.retry import backoff
 from notifier.errors import (
@@ -109,13 +110,11 @@ class Delivery:
 
     async def _deliver(self, sender: Sender, claim: Claim, outcomes: list[Outcome]) -> None:
         try:
-            notice = self._resolve(claim)
-            if notice is None:
-                await self._finish(
-                    claim, Settlement("skipped", "seat no longer held by this attendee")
-                )
+            ready = await self._prepared(claim)
+            if ready.notice is None:
+                await self._finish(claim, Settlement("skipped", ready.reason))
                 return
-            msg = self._compose(notice, self.clock())
+            msg = self._compose(ready.notice, self.clock())
         except (jinja2.TemplateError, ConfigError) as exc:
             # A bug or a broken config, not a delivery failure: retrying would not help.
             log.error(
@@ -140,24 +139,21 @@ class Delivery:
     def _compose(self, notice: Notice, now: datetime) -> Composed:
         return compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
 
-    def _resolve(self, claim: Claim) -> Notice | None:
-        """Reminders go to whoever holds the seat at send time, with that person's invite."""
-        notice = claim.notice
-        if notice.kind is not Kind.REMINDER:
-            return notice
-        seat = Seat.from_json(claim.seat) if claim.seat else None
-        if seat is None or seat.status != "active":
-            return None
-        conf = self.conferences.get(notice.conference)
-        return Notice(
-            notice.key,
-            notice.kind,
-            notice.conference,
-            notice.registration_id,
-            seat.attendee,
-            invite=current_invite(seat, conf),
-            batch=notice.batch,
-        )
+    async def _prepared(self, claim: Claim) -> Prepared:
+        """The notice as it goes out: reminders and updates to whoever holds the seat now,
+        every invite with the SEQUENCE its facts call for, recorded on the seat first (see
+        notifier.domain.itip). An event applied meanwhile changes the seat: prepare again."""
+        conf = self.conferences.get(claim.notice.conference)
+        current = claim.seat
+        while True:
+            seat = Seat.from_json(current) if current else None
+            ready = prepare(claim.notice, seat, conf)
+            if ready.seat is None:
+                return ready
+            found = await self.outbox.carry(claim, current, ready.seat.to_json())
+            if found is None:
+                return ready
+            current = found or None
 
     async def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
         fields = {

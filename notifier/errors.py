@@ -7,6 +7,8 @@
     ├── InvalidEvent               an event fails validation; .errors lists (field, reason)
     ├── UnknownRegistration        an event names a registration no seat holds (a cancellation
     │                              that came first): .registration; the event is a dead letter
+    ├── ConferenceCancelled        an event asks for mail about a conference whose file says
+    │                              `cancelled = true`: .conference; the event is a dead letter
     ├── UnknownBatch               no batch, or more than one, has this key or id: .batch,
     │                              .candidates; also a LookupError, as status() raised before
     ├── StoreUnavailable           Redis did not take a write or answer (down, OOM, READONLY):
@@ -102,6 +104,16 @@ class UnknownRegistration(NotifierError):
         super().__init__(f"registration {registration} is unknown: no attendee to notify")
 
 
+class ConferenceCancelled(NotifierError):
+    """A registration, substitution or reminder for a conference that is cancelled: no
+    confirmation or reminder may be sent for it. The event is kept as a dead letter (replayed
+    once the conference file no longer says it is cancelled)."""
+
+    def __init__(self, conference: str, what: str) -> None:
+        self.conference = conference
+        super().__init__(f"conference {conference} is cancelled: {what}")
+
+
 class UnknownBatch(NotifierError, LookupError):
     """No batch has this key or id, or an id names batches of several conferences.
 
@@ -122,6 +134,7 @@ class StoreUnavailable(NotifierError):
 
 
 __all__ = [
+    "ConferenceCancelled",
     "ConfigError",
     "DeliveryError",
     "DeliveryUnknown",

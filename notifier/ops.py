@@ -24,8 +24,8 @@ from rich.progress import (
 from rich.table import Table
 
 from notifier.domain.conference import Conference
+from notifier.domain.itip import prepare
 from notifier.domain.notice import Kind, Notice
-from notifier.domain.plan import current_invite
 from notifier.errors import ConfigError, UnknownBatch
 from notifier.loading import Conferences, renderer
 from notifier.mail import danish
@@ -107,14 +107,9 @@ def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> N
     if not active:
         return
     seat = active[0]
-    notice = Notice(
-        "dry-run",
-        Kind.REMINDER,
-        conf.slug,
-        seat.registration,
-        seat.attendee,
-        invite=current_invite(seat, conf),
-    )
+    probe = Notice("dry-run", Kind.REMINDER, conf.slug, seat.registration, seat.attendee)
+    notice = prepare(probe, seat, conf).notice
+    assert notice is not None  # an active seat of a conference that is not cancelled
     msg = compose(notice, conf, renderer(settings.templates_dir), now=now)
     out.write_bytes(msg.data)
     console.print(f"Sample mail (to registration {seat.registration}): {out}")

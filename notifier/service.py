@@ -17,7 +17,9 @@ import redis
 import redis.asyncio
 
 from notifier.delivery import Delivery
+from notifier.domain.conference import Conference
 from notifier.domain.events import (
+    ConferenceUpdated,
     Event,
     RegistrationCancelled,
     RegistrationCreated,
@@ -27,12 +29,18 @@ from notifier.domain.events import (
 )
 from notifier.domain.plan import Plan, Seat, plan_cancelled, plan_created, plan_substituted
 from notifier.domain.schedule import due_reminders
-from notifier.errors import ConfigError, InvalidEvent, StoreUnavailable, UnknownRegistration
+from notifier.errors import (
+    ConferenceCancelled,
+    ConfigError,
+    InvalidEvent,
+    StoreUnavailable,
+    UnknownRegistration,
+)
 from notifier.loading import Conferences, renderer
 from notifier.logs import scrub
 from notifier.settings import Settings
 from notifier.smtp import Mailer
-from notifier.store.batches import Batches
+from notifier.store.batches import Batches, BatchInfo
 from notifier.store.deadletter import DeadLetters
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Outbox
@@ -153,6 +161,8 @@ class Service:
         except UnknownRegistration as exc:
             # Named, not LookupError: a KeyError from a bug must not pass for an unknown seat.
             return self._dead(payload, [("registration.id", str(exc))], now)
+        except ConferenceCancelled as exc:
+            return self._dead(payload, [("conference", str(exc))], now)
         except redis.RedisError:
             raise  # a store error says nothing about the event: never a dead letter
         except Exception as exc:
@@ -182,6 +192,11 @@ class Service:
         """The event's message keys, and whether they were all created by this call."""
         conf = self.conferences.get(event.conference)
         planner: Callable[[Seat | None], Plan]
+        if isinstance(event, RegistrationCreated | RegistrationSubstituted) and conf.cancelled:
+            what = "no confirmation is sent; replay the event if the conference takes place"
+            raise ConferenceCancelled(conf.slug, what)
+        if isinstance(event, ConferenceUpdated):
+            return self._update_batch(event, conf, now), False
         if isinstance(event, RegistrationCreated):
             reg = event.registration.id
             planner = partial(plan_created, event, conf=conf)
@@ -192,7 +207,7 @@ class Service:
             reg = event.registration.id
             planner = partial(plan_cancelled, event, conf=conf)
         else:
-            return self._reminder_batch(event, now), False
+            return self._reminder_batch(event, conf, now), False
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
         fields = {"event_id": event.id, "registration": reg}
         if plan is None:
@@ -212,15 +227,34 @@ class Service:
             )
         return message_keys, plan is not None
 
-    def _reminder_batch(self, event: ReminderRequested, now: float) -> list[str]:
-        conf = self.conferences.get(event.conference)
+    def _reminder_batch(self, event: ReminderRequested, conf: Conference, now: float) -> list[str]:
+        if conf.cancelled:
+            raise ConferenceCancelled(conf.slug, "reminders are not sent")
         info = self.batches.open(conf.slug, event.batch.id, event.occurred_at, now)
+        return self._batch(event, info, conf, now)
+
+    def _update_batch(self, event: ConferenceUpdated, conf: Conference, now: float) -> list[str]:
+        return self._batch(event, self.batches.open_update(conf, event.occurred_at, now), conf, now)
+
+    def _batch(
+        self,
+        event: ReminderRequested | ConferenceUpdated,
+        info: BatchInfo,
+        conf: Conference,
+        now: float,
+    ) -> list[str]:
         if info.state == "planned":  # asked again: hand on what is still to send
             self.batches.record_request(event.id, event.type, info.key)
             return self.batches.unfinished(info.key)
         planned: list[str] = []
         total = self.batches.plan(info, conf, now, self.hand_on or planned.extend)
-        log.info("batch %s planned: %d reminder(s)", info.key, total, extra={"batch": info.key})
+        log.info(
+            "batch %s planned: %d %s message(s)",
+            info.key,
+            total,
+            info.kind.value,
+            extra={"batch": info.key},
+        )
         self.batches.record_request(event.id, event.type, info.key)
         return planned
 
@@ -248,9 +282,12 @@ class Service:
         confs = []
         for slug in self.conferences.slugs():
             try:
-                confs.append(self.conferences.get(slug))
+                conf = self.conferences.get(slug)
             except ConfigError as exc:
                 log.error("scheduled reminders: skipping %s: %s", slug, exc)
+                continue
+            if not conf.cancelled:  # a cancelled conference gets no reminders
+                confs.append(conf)
         events = [due.event() for due in due_reminders(confs, self.clock())]
         return [e for e in events if not self.roster.seen(str(e["id"]))]
 

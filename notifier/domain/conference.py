@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from notifier.domain.facts import InviteFacts
 from notifier.errors import ConfigError
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -91,6 +92,13 @@ class Conference(_Model):
     controller: Text
     retention_days: int = Field(30, ge=0, le=3650)
     reminders: tuple[ReminderRule, ...] = ()
+    # The conference is called off: the next update cancels every attendee's invite, and
+    # no confirmation or reminder is sent any more.
+    cancelled: bool = False
+    cancellation_note: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+        | None
+    ) = None
 
     @field_validator("timezone")
     @classmethod
@@ -124,9 +132,23 @@ class Conference(_Model):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         copied = super().model_copy(update=update, deep=deep)
-        for cached in ("tz", "field_hash"):  # pydantic copies them with the fields
+        for cached in ("tz", "field_hash", "invite_facts"):  # pydantic copies them with the fields
             copied.__dict__.pop(cached, None)
         return copied
+
+    @cached_property
+    def invite_facts(self) -> InviteFacts:
+        """What an invite for this conference states (compared to what one carried before)."""
+        return InviteFacts(
+            summary=self.title,
+            date=self.date,
+            start=self.start_time,
+            end=self.end_time,
+            timezone=self.timezone,
+            venue=self.venue.name,
+            address=self.venue.address,
+            cancelled=self.cancelled,
+        )
 
     @property
     def all_day(self) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "Attendee",
     "Batch",
+    "ConferenceUpdated",
     "Event",
     "NewRegistration",
     "RegistrationCancelled",
@@ -139,8 +140,20 @@ class ReminderRequested(_Envelope):
     batch: Batch
 
 
+class ConferenceUpdated(_Envelope):
+    """An organiser announces what the conference file says now: every current attendee
+    whose invite carries other facts (title, date, times, venue, cancelled or not) gets an
+    update, or a cancellation of the conference."""
+
+    type: Literal["conference.updated"]
+
+
 Event = Annotated[
-    RegistrationCreated | RegistrationSubstituted | RegistrationCancelled | ReminderRequested,
+    RegistrationCreated
+    | RegistrationSubstituted
+    | RegistrationCancelled
+    | ReminderRequested
+    | ConferenceUpdated,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -149,6 +162,7 @@ EVENT_TYPES = (
     "registration.substituted",
     "registration.cancelled",
     "reminder.requested",
+    "conference.updated",
 )
 
 

@@ -23,6 +23,12 @@ class Kind(StrEnum):
     SUBSTITUTION_IN = "substitution_in"
     SUBSTITUTION_COPY = "substitution_copy"
     CANCELLATION = "cancellation"
+    UPDATE = "update"  # the conference's facts changed: the invite again, with what changed
+    CONFERENCE_CANCELLATION = "conference_cancellation"  # the conference is called off
+
+
+# Kinds that go to whoever holds the seat when they are sent, with that person's invite.
+SEAT_KINDS = frozenset({Kind.REMINDER, Kind.UPDATE, Kind.CONFERENCE_CANCELLATION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,9 @@ class Notice:
     # back to them): their data did not come from a colleague, so the privacy notice about
     # data received from a colleague (GDPR art. 14) must not be shown.
     from_colleague: bool = True
+    # Set when the notice is made ready to send: the facts (InviteFacts.text) the recipient's
+    # invite carried before this mail, when they differ from what it carries now.
+    changed_from: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -85,6 +94,7 @@ class Notice:
             batch=data.get("batch"),
             # Notices stored before the flag existed keep the old wording.
             from_colleague=bool(data.get("from_colleague", True)),
+            changed_from=data.get("changed_from"),
         )
 
 

@@ -73,14 +73,26 @@ def _person_dict(person: Person) -> dict[str, str | None]:
 
 
 @dataclass(frozen=True, slots=True)
+class Carried:
+    """What a mail last carried for one invite UID: its SEQUENCE and its facts
+    (`InviteFacts.text`, method included). Recorded just before the mail is sent."""
+
+    sequence: int
+    facts: str
+
+
+@dataclass(frozen=True, slots=True)
 class Seat:
     registration: str
     attendee: Person
     status: Status
     as_of: datetime  # the newest fact's time
-    sequences: dict[str, int] = field(default_factory=dict)  # invite UID -> last SEQUENCE
+    # invite UID -> the SEQUENCE planned for it by the seat's events (REQUEST or CANCEL)
+    sequences: dict[str, int] = field(default_factory=dict)
     registered_at: datetime | None = None  # first fact about this registration
     facts: tuple[Fact, ...] = ()  # in arrival order; empty for a seat stored before facts
+    # invite UID -> what the last mail composed for it carried
+    carried: dict[str, Carried] = field(default_factory=dict)
 
     @property
     def history(self) -> tuple[Fact, ...]:
@@ -127,6 +139,10 @@ class Seat:
                 "sequences": self.sequences,
                 "registered_at": (self.registered_at or self.as_of).isoformat(),
                 "facts": [f.to_dict() for f in self.facts],
+                "carried": {
+                    uid: {"sequence": c.sequence, "facts": c.facts}
+                    for uid, c in self.carried.items()
+                },
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -145,6 +161,7 @@ class Seat:
             dict(d["sequences"]),
             datetime.fromisoformat(registered) if registered else as_of,
             tuple(Fact.from_dict(f) for f in d.get("facts", ())),
+            {uid: Carried(c["sequence"], c["facts"]) for uid, c in d.get("carried", {}).items()},
         )
 
 
@@ -205,27 +222,29 @@ def _uid(conference: Conference, registration: str, person: Person) -> str:
     return invite_uid(conference.slug, registration, person.email, conference.sender_domain)
 
 
-def _next_sequence(sequences: dict[str, int], uid: str) -> int:
-    return sequences[uid] + 1 if uid in sequences else 0
+def _highest(ch: _Change, uid: str) -> int | None:
+    """The highest SEQUENCE the UID has had: planned by this or earlier events, or sent."""
+    carried = ch.old.carried.get(uid) if ch.old else None
+    found = [
+        s for s in (ch.sequences.get(uid), carried.sequence if carried else None) if s is not None
+    ]
+    return max(found) if found else None
 
 
-def _cancel_for(
-    conf: Conference, reg: str, person: Person, sequences: dict[str, int]
-) -> InviteSpec:
-    uid = _uid(conf, reg, person)
+def _cancel_for(ch: _Change, person: Person) -> InviteSpec:
+    uid = _uid(ch.conf, ch.reg, person)
     # An invite we never recorded may still have been sent (by an earlier deployment or
     # before its creation event reached us): 1 outranks the original 0.
-    spec = InviteSpec("CANCEL", uid, max(sequences.get(uid, 0) + 1, 1))
-    sequences[uid] = spec.sequence
+    spec = InviteSpec("CANCEL", uid, max((_highest(ch, uid) or 0) + 1, 1))
+    ch.sequences[uid] = spec.sequence
     return spec
 
 
-def _request_for(
-    conf: Conference, reg: str, person: Person, sequences: dict[str, int]
-) -> InviteSpec:
-    uid = _uid(conf, reg, person)
-    spec = InviteSpec("REQUEST", uid, _next_sequence(sequences, uid))
-    sequences[uid] = spec.sequence
+def _request_for(ch: _Change, person: Person) -> InviteSpec:
+    uid = _uid(ch.conf, ch.reg, person)
+    highest = _highest(ch, uid)
+    spec = InviteSpec("REQUEST", uid, 0 if highest is None else highest + 1)
+    ch.sequences[uid] = spec.sequence
     return spec
 
 
@@ -319,6 +338,7 @@ def _apply(event_id: str, reg: str, fact: Fact, seat: Seat | None, conf: Confere
         as_of=max(f.at for f in facts),
         sequences=change.sequences,
         registered_at=registered,
+        carried=dict(seat.carried) if seat else {},
     )
     return Plan(new_seat, tuple(notices), _note(change, notices))
 
@@ -346,12 +366,12 @@ def _leaving(ch: _Change) -> list[Notice]:
         and _uid(ch.conf, ch.reg, fact.previous) not in seqs
     ):
         # The one passing the seat on never got an invite from us, yet may hold one.
-        spec = _cancel_for(ch.conf, ch.reg, fact.previous, seqs)
+        spec = _cancel_for(ch, fact.previous)
         out = Kind.SUBSTITUTION_OUT
         notices.append(ch.notice("out", out, fact.previous, invite=spec, successor=fact.attendee))
     if holder is None or _holds(holder, successor):
         return notices
-    spec = _cancel_for(ch.conf, ch.reg, holder, seqs)
+    spec = _cancel_for(ch, holder)
     if successor is None:
         notices.append(ch.notice("cancel", Kind.CANCELLATION, holder, invite=spec))
     else:
@@ -369,7 +389,7 @@ def _coming(ch: _Change) -> list[Notice]:
     new = ch.new
     if new.status != "active" or _holds(_standing(ch.old), new.attendee):
         return []
-    spec = _request_for(ch.conf, ch.reg, new.attendee, ch.sequences)
+    spec = _request_for(ch, new.attendee)
     via = new.via
     if via.kind != "substituted" or via.previous is None:
         return [ch.notice("confirmation", Kind.CONFIRMATION, new.attendee, invite=spec)]
@@ -408,7 +428,6 @@ def _note(ch: _Change, notices: list[Notice]) -> str:
     return ""
 
 
-def current_invite(seat: Seat, conf: Conference) -> InviteSpec:
-    """The invite an active seat's attendee holds now (for reminders): same UID and SEQUENCE."""
-    uid = _uid(conf, seat.registration, seat.attendee)
-    return InviteSpec("REQUEST", uid, seat.sequences.get(uid, 0))
+def seat_uid(seat: Seat, conf: Conference) -> str:
+    """The UID of the invite the seat's attendee holds (or held)."""
+    return _uid(conf, seat.registration, seat.attendee)

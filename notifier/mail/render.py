@@ -17,8 +17,10 @@ from typing import Any
 import jinja2
 
 from notifier.domain.conference import Conference
+from notifier.domain.facts import InviteFacts
 from notifier.domain.notice import Notice, Person
 from notifier.mail import danish, skeleton
+from notifier.mail.changes import Line, describe
 from notifier.mail.skeleton import Skeleton, Values
 
 
@@ -51,6 +53,9 @@ class Facts:
     privacy_policy_url: str
     controller: str
     retention_days: int
+    invite: InviteFacts  # what the conference's invites state now, to tell changes from
+    cancelled: bool = False
+    cancellation_note: str | None = None
 
 
 @lru_cache(maxsize=32)
@@ -78,6 +83,9 @@ def conference_facts(conference: Conference) -> Facts:
         privacy_policy_url=str(conference.privacy_policy_url),
         controller=conference.controller,
         retention_days=conference.retention_days,
+        invite=conference.invite_facts,
+        cancelled=conference.cancelled,
+        cancellation_note=conference.cancellation_note,
     )
 
 
@@ -122,12 +130,14 @@ class Renderer:
         kind, has_invite = notice.kind.value, notice.invite is not None
         colleague = notice.from_colleague
         values = personal_values(notice, tz)
+        changed = describe(notice.changed_from, facts.invite)
 
         def full(vals: Values) -> tuple[str, str, str]:
-            return self._texts(kind, context_of(kind, facts, has_invite, vals, colleague))
+            context = context_of(kind, facts, has_invite, vals, colleague, changed)
+            return self._texts(kind, context)
 
         # Everything the context holds besides the personal values decides the shape.
-        key = (kind, facts, has_invite, colleague, skeleton.shape(values))
+        key = (kind, facts, has_invite, colleague, changed, skeleton.shape(values))
         if key not in self._skeletons:
             self._skeletons[key] = skeleton.build(full, values, kind)
         found = self._skeletons[key]
@@ -166,6 +176,7 @@ def notice_context(notice: Notice, facts: Facts, tz: tzinfo) -> dict[str, Any]:
         notice.invite is not None,
         personal_values(notice, tz),
         notice.from_colleague,
+        describe(notice.changed_from, facts.invite),
     )
 
 
@@ -188,7 +199,12 @@ def _person(values: Values, at: int) -> Person | None:
 
 
 def context_of(
-    kind: str, facts: Facts, has_invite: bool, values: Values, from_colleague: bool
+    kind: str,
+    facts: Facts,
+    has_invite: bool,
+    values: Values,
+    from_colleague: bool,
+    changes: tuple[Line, ...] = (),
 ) -> dict[str, Any]:
     return {
         "c": facts,
@@ -200,4 +216,6 @@ def context_of(
         "has_invite": has_invite,
         "occurred_at": values[10],
         "from_colleague": from_colleague,
+        # What the recipient's invite said before, where this mail's says otherwise.
+        "changes": changes,
     }

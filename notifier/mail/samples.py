@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
 from notifier.domain.conference import Conference
 from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
@@ -22,7 +22,20 @@ _SUFFIX = {
     Kind.SUBSTITUTION_IN: "in",
     Kind.SUBSTITUTION_COPY: "copy",
     Kind.CANCELLATION: "cancel",
+    Kind.UPDATE: "update",
+    Kind.CONFERENCE_CANCELLATION: "conference-cancel",
 }
+
+
+def sample_before(conf: Conference) -> str:
+    """What Mette's invite carried before the sample update (`InviteFacts.text`): the
+    conference with other times (all day if it has times, 9.00–16.00 if it has none)."""
+    now = conf.invite_facts
+    if now.all_day:
+        earlier = replace(now, start=time(9), end=time(16))
+    else:
+        earlier = replace(now, start=None, end=None)
+    return earlier.text("REQUEST")
 
 
 def sample_notice(kind: Kind, conf: Conference, registration: str = "REG-1001") -> Notice:
@@ -64,4 +77,11 @@ def sample_notice(kind: Kind, conf: Conference, registration: str = "REG-1001") 
             )
         case Kind.CANCELLATION:
             return replace(confirmation, invite=cancel_m, occurred_at=OCCURRED)
+        case Kind.UPDATE:
+            update = InviteSpec("REQUEST", uid_m, 1)
+            return replace(
+                confirmation, invite=update, batch="sample", changed_from=sample_before(conf)
+            )
+        case Kind.CONFERENCE_CANCELLATION:
+            return replace(confirmation, invite=cancel_m, batch="sample")
     return confirmation

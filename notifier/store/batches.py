@@ -1,10 +1,16 @@
-"""Reminder batches: a snapshot of a conference's seats, planned once, sent in chunks.
+"""Batches: reminders and conference updates, a snapshot of a conference's seats, planned
+once, sent in chunks.
 
-A batch is keyed by conference and batch id. Planning creates one outbox message per active
-seat registered by the time the reminder was requested (so nobody gets a reminder
-retroactively); creation is idempotent, so two planners at once, or a planner that crashed
-and is run again, produce each message exactly once. Whoever holds the seat is looked up
-again at send time.
+A batch is keyed by conference and batch id. Planning a reminder batch creates one outbox
+message per active seat registered by the time the reminder was requested (so nobody gets a
+reminder retroactively); an update batch, one per active seat whose attendee's invite carries
+other facts than the conference file now states. Creation is idempotent, so two planners at
+once, or a planner that crashed and is run again, produce each message exactly once. Whoever
+holds the seat is looked up again at send time.
+
+Update batches are numbered per conference (`update-1`, `update-2`, ...): a new number when
+the facts announced differ from the last announcement's, the same batch again (resumed, never
+planned twice) when they do not.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from datetime import datetime
 import redis
 
 from notifier.domain.conference import Conference
+from notifier.domain.itip import would_update
 from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import Seat
 from notifier.store import keys
@@ -35,6 +42,13 @@ def reminder_key(batch: str, registration: str) -> str:
     return f"reminder:{batch}:{registration}"
 
 
+def update_key(batch: str, registration: str) -> str:
+    return f"update:{batch}:{registration}"
+
+
+UPDATE_BATCH = "update-{}"
+
+
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
     key: str
@@ -43,6 +57,7 @@ class BatchInfo:
     state: str  # planning | planned
     cutoff: datetime
     total: int
+    kind: Kind = Kind.REMINDER  # reminder or update
 
 
 class Batches:
@@ -51,12 +66,20 @@ class Batches:
         self.outbox = outbox
         self.roster = roster
 
-    def open(self, conference: str, batch_id: str, cutoff: datetime, now: float) -> BatchInfo:
+    def open(
+        self,
+        conference: str,
+        batch_id: str,
+        cutoff: datetime,
+        now: float,
+        kind: Kind = Kind.REMINDER,
+    ) -> BatchInfo:
         """The batch's record, created on first request (later requests keep the first cutoff)."""
         key = batch_key(conference, batch_id)
         rkey = keys.batch(key)
         pipe = self.r.pipeline(transaction=True)
         pipe.hsetnx(rkey, "conference", conference)
+        pipe.hsetnx(rkey, "kind", kind.value)
         pipe.hsetnx(rkey, "batch_id", batch_id)
         pipe.hsetnx(rkey, "state", "planning")
         pipe.hsetnx(rkey, "cutoff", cutoff.isoformat())
@@ -79,7 +102,38 @@ class Batches:
             d["state"],
             datetime.fromisoformat(d["cutoff"]),
             int(d.get("total", 0)),
+            Kind(d.get("kind", Kind.REMINDER.value)),
         )
+
+    def open_update(self, conf: Conference, occurred_at: datetime, now: float) -> BatchInfo:
+        """The update batch for the facts the conference file states now: the last one if
+        it announced the same facts (to resume it), else a new one with the next number."""
+        rkey = keys.updates(conf.slug)
+        version = conf.invite_facts.text("REQUEST")
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(rkey)  # type: ignore[no-untyped-call]
+                    number, facts = pipe.hmget(rkey, "number", "facts")
+                    n = int(number or 0)
+                    if facts is not None and text(facts) == version:
+                        break
+                    pipe.multi()
+                    pipe.hset(rkey, mapping={"number": n + 1, "facts": version})
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            if n:  # the previous announcement, if its planner died, is left as far as it got
+                self._close(batch_key(conf.slug, UPDATE_BATCH.format(n)))
+            n += 1
+            break
+        return self.open(conf.slug, UPDATE_BATCH.format(n), occurred_at, now, Kind.UPDATE)
+
+    def _close(self, key: str) -> None:
+        info = self.get(key)
+        if info is not None and info.state == "planning":
+            total = int(self.r.scard(keys.batch_members(key)))
+            self.r.hset(keys.batch(key), mapping={"state": "planned", "total": total})
 
     def find(self, batch_id: str) -> list[str]:
         """Batch keys whose id (or whole key) is `batch_id`."""
@@ -96,11 +150,7 @@ class Batches:
         """
         for seats in self.pages(conf.slug):
             pipe = self.r.pipeline(transaction=False)
-            notices = [
-                self._notice(info, seat)
-                for seat in seats
-                if seat.status == "active" and (seat.registered_at or seat.as_of) <= info.cutoff
-            ]
+            notices = [self._notice(info, seat, conf) for seat in seats if _due(info, seat, conf)]
             for notice in notices:
                 self.outbox.create(notice, now, pipe)
             pipe.execute()
@@ -110,11 +160,16 @@ class Batches:
         self.r.hset(keys.batch(info.key), mapping={"state": "planned", "total": total})
         return total
 
-    def _notice(self, info: BatchInfo, seat: Seat) -> Notice:
+    def _notice(self, info: BatchInfo, seat: Seat, conf: Conference) -> Notice:
         # The recipient is a placeholder: the seat is read again when the mail is sent.
+        if info.kind is Kind.REMINDER:
+            key, kind = reminder_key(info.key, seat.registration), Kind.REMINDER
+        else:
+            key = update_key(info.key, seat.registration)
+            kind = Kind.CONFERENCE_CANCELLATION if conf.cancelled else Kind.UPDATE
         return Notice(
-            reminder_key(info.key, seat.registration),
-            Kind.REMINDER,
+            key,
+            kind,
             info.conference,
             seat.registration,
             seat.attendee,
@@ -144,3 +199,14 @@ class Batches:
         members = sorted(self.outbox.keys_in(key))
         states = self.outbox.states(members)
         return [k for k in members if states[k] in ("queued", "retrying")]
+
+
+def _due(info: BatchInfo, seat: Seat, conf: Conference) -> bool:
+    """Whether the batch has a message for the seat: a reminder for every active seat
+    registered by the time it was asked for, an update for every attendee whose invite
+    carries other facts than the conference file states now."""
+    if seat.status != "active":
+        return False
+    if info.kind is Kind.REMINDER:
+        return (seat.registered_at or seat.as_of) <= info.cutoff
+    return would_update(seat, conf)

@@ -55,6 +55,11 @@ def seat(conference: str, registration: str) -> str:
     return f"{PREFIX}:seat:{conference}:{registration}"
 
 
+def updates(conference: str) -> str:
+    """Hash: the number of the conference's last update batch and the facts it announced."""
+    return f"{PREFIX}:updates:{conference}"
+
+
 def invites(conference: str) -> str:
     """Hash: invite UID -> last SEQUENCE sent for it."""
     return f"{PREFIX}:invites:{conference}"

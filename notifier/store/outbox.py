@@ -25,7 +25,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from notifier.domain.notice import Kind, Notice
+from notifier.domain.notice import SEAT_KINDS, Notice
 from notifier.store import keys, lua
 from notifier.store.codec import text
 from notifier.store.pipelining import Pipelined, Script
@@ -41,6 +41,7 @@ _DEFER = lua.source("defer.lua")
 _RENEW = lua.source("renew.lua")
 _DUE = lua.source("due.lua")
 _SKIP = lua.source("skip.lua")  # the retention purge's: settle an unsent message
+_CARRY = lua.source("carry.lua")  # record on the seat what an invite mail carries
 
 # Key formats for messages created before their key names were stored in them (see keys.py).
 _BATCH_COUNTS = keys.template(keys.batch_counts)
@@ -55,7 +56,8 @@ class Claim:
     key: str
     token: int
     notice: Notice
-    seat: str | None = None  # for a reminder: the seat's JSON as it is now
+    seat: str | None = None  # the seat's JSON as it is now (messages that name their seat)
+    seat_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +91,10 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
     k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED]
     if notice.batch:
         k += [keys.batch_counts(notice.batch), keys.batch_members(notice.batch)]
-    # A reminder goes to whoever holds the seat when it is sent: the claim script reads it.
-    reminder = notice.kind is Kind.REMINDER
-    seat = keys.seat(notice.conference, notice.registration_id) if reminder else ""
+    # A reminder or update goes to whoever holds the seat when it is sent, and every invite
+    # records on the seat what it carried: the claim script hands the seat over.
+    named = notice.kind in SEAT_KINDS or notice.invite is not None
+    seat = keys.seat(notice.conference, notice.registration_id) if named else ""
     a: list[Any] = [
         notice.key,
         now,
@@ -107,12 +110,12 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
 
 def _claimed(key: str, reply: Any) -> Claim | None:
     # One round trip: the script returns the attempt number, the stored notice and, for a
-    # reminder, the seat.
+    # message that names its seat, the seat and its key.
     token = int(reply[0])
     if token <= 0:
         return None
     seat = text(reply[2]) if reply[2] else None
-    return Claim(key, token, Notice.from_json(text(reply[1])), seat)
+    return Claim(key, token, Notice.from_json(text(reply[1])), seat, text(reply[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,7 @@ class AsyncOutbox:
     for Redis, the others' SMTP traffic goes on (a blocking client would stall them all)."""
 
     CLAIM, FINISH, DEFER, RENEW = Script(_CLAIM), Script(_FINISH), Script(_DEFER), Script(_RENEW)
+    CARRY = Script(_CARRY)
 
     def __init__(
         self,
@@ -189,6 +193,12 @@ class AsyncOutbox:
     async def defer(self, key: str, due: float) -> bool:
         k, a = _defer_call(key, _stamp(self.store_clock), due)
         return bool(await self._calls.call(self.DEFER, k, a))
+
+    async def carry(self, claim: Claim, expected: str | None, seat: str) -> str | None:
+        """Store `seat` (what the claimed mail's invite carries) if the seat is still
+        `expected`; else the seat as it is now ('' once it is gone), to prepare again."""
+        reply = await self._calls.call(self.CARRY, [claim.seat_key], [expected or "", seat])
+        return None if int(reply[0]) == 1 else text(reply[1])
 
     async def renew(self, claim: Claim) -> bool:
         """Extend a claim this attempt still holds; False once it is settled or lost."""

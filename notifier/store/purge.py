@@ -115,8 +115,9 @@ def anonymous(person: Person) -> Person:
 
 def anonymise_seat(seat: Seat) -> Seat:
     """The seat without its attendee (nor anyone in its facts); status, times and SEQUENCE
-    values kept."""
-    return replace(seat.with_people(anonymous), sequences=_relabel(seat.sequences))
+    values kept. What each invite carried goes: it is keyed by UIDs derived from addresses,
+    and nothing is sent for a conference whose retention period is over."""
+    return replace(seat.with_people(anonymous), sequences=_relabel(seat.sequences), carried={})
 
 
 def _relabel(sequences: Mapping[str, int]) -> dict[str, int]:

@@ -23,11 +23,11 @@ from notifier.domain.events import (
     RegistrationSubstituted,
     parse_event,
 )
+from notifier.domain.itip import prepare
 from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
 from notifier.domain.plan import (
     Plan,
     Seat,
-    current_invite,
     plan_cancelled,
     plan_created,
     plan_substituted,
@@ -380,7 +380,13 @@ def test_notice_keys_are_distinct_and_derived_from_the_event(conference: Confere
     ]
 
 
-def test_current_invite(conference: Conference) -> None:
+def _reminder_invite(seat: Seat, conference: Conference) -> InviteSpec | None:
+    probe = Notice("r", Kind.REMINDER, conference.slug, seat.registration, seat.attendee)
+    ready = prepare(probe, seat, conference).notice
+    return ready.invite if ready else None
+
+
+def test_reminder_carries_the_current_invite(conference: Conference) -> None:
     first = apply(conference, [created(0)]).seat
     swapped = apply(conference, [created(0), substituted(10, METTE, JENS)]).seat
     back = apply(
@@ -388,9 +394,9 @@ def test_current_invite(conference: Conference) -> None:
     ).seat
     assert first is not None and swapped is not None and back is not None
     mette, jens = uid_of(conference, METTE["email"]), uid_of(conference, JENS["email"])
-    assert current_invite(first, conference) == InviteSpec("REQUEST", mette, 0)
-    assert current_invite(swapped, conference) == InviteSpec("REQUEST", jens, 0)
-    assert current_invite(back, conference) == InviteSpec("REQUEST", mette, 2)
+    assert _reminder_invite(first, conference) == InviteSpec("REQUEST", mette, 0)
+    assert _reminder_invite(swapped, conference) == InviteSpec("REQUEST", jens, 0)
+    assert _reminder_invite(back, conference) == InviteSpec("REQUEST", mette, 2)
 
 
 def test_notices_survive_json(conference: Conference) -> None:

@@ -5,7 +5,7 @@
 -- ARGV[1] bare message key   ARGV[2] store now ('' for Redis's clock)   ARGV[3] lease seconds
 -- ARGV[4] keys.template(keys.batch_counts)   ARGV[5] keys.template(keys.seat)
 --   (the templates only for messages created before the key names were stored in them)
--- Returns {attempt, notice JSON, seat JSON or ''} when claimed,
+-- Returns {attempt, notice JSON, seat JSON or '', seat key or ''} when claimed,
 -- {0} when it is settled or held by a live claim, {-1} when there is no such message.
 local now = clock(ARGV[2])
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -24,12 +24,13 @@ redis.call('ZADD', KEYS[3], untl, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 local notice = redis.call('HGET', KEYS[1], 'notice')
-if redis.call('HGET', KEYS[1], 'kind') ~= 'reminder' then return {n, notice, ''} end
--- A reminder goes to whoever holds the seat now: hand the seat over in the same trip.
+-- A message that names its seat (a reminder, an update, an invite) needs the seat as it is
+-- now: hand it over in the same trip.
 local seat_key = redis.call('HGET', KEYS[1], 'seat_key')
-if not seat_key then
+if not seat_key or seat_key == '' then
+  if redis.call('HGET', KEYS[1], 'kind') ~= 'reminder' then return {n, notice, '', ''} end
   local d = cjson.decode(notice)
   seat_key = fill(ARGV[5], d.conference, d.registration_id)
 end
 local seat = redis.call('GET', seat_key)
-return {n, notice, seat or ''}
+return {n, notice, seat or '', seat_key}

@@ -4,7 +4,7 @@
 -- KEYS[4] its batch's counts      KEYS[5] its batch's members   (4 and 5 only in a batch)
 -- ARGV[1] bare message key   ARGV[2] created at (for people)   ARGV[3] notice JSON
 -- ARGV[4] batch id ('' for none)   ARGV[5] registration id   ARGV[6] kind
--- ARGV[7] store now ('' for Redis's clock)   ARGV[8] seat key ('' unless a reminder)
+-- ARGV[7] store now ('' for Redis's clock)   ARGV[8] seat key ('' unless the message names its seat)
 -- Returns 1 when created, 0 when the message existed (nothing changes).
 -- The full names of the batch counts and seat keys are stored in the message, so the other
 -- scripts read them instead of building keys themselves.

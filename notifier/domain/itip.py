@@ -1,0 +1,119 @@
+"""The iTIP rule, applied when a mail is about to be sent. Pure functions.
+
+Whenever a mail carries an invite whose facts differ from what that UID last carried, its
+SEQUENCE is higher than any that UID has had (RFC 5546 §2.1.4: a calendar applies an invite
+only if its SEQUENCE is at least the one it has, and takes a changed event at the same
+SEQUENCE for no change at all).
+
+Events plan a SEQUENCE for each invite (`Seat.sequences`). The facts, though, are read from
+the conference file when the mail is composed, which may be long after planning and after an
+edit nobody announced. So just before sending, each invite mail is *prepared*: its SEQUENCE is
+raised above what the UID carried if the facts differ, and the seat records what it carries
+now (`Seat.carried`). The caller stores that seat (compare-and-set) before the mail leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from notifier.domain.conference import Conference
+from notifier.domain.facts import Method
+from notifier.domain.notice import SEAT_KINDS, InviteSpec, Kind, Notice
+from notifier.domain.plan import Carried, Seat, seat_uid
+
+# Why a mail is not sent after all (recorded as the message's reply, state `skipped`).
+NOT_HELD = "seat no longer held by this attendee"
+SUPERSEDED = "superseded: a later invite for this attendee was planned before this one was sent"
+CONFERENCE_CANCELLED = "the conference is cancelled: no invite is sent for it"
+NO_INVITE_YET = "no invite sent yet: the mail still to come carries the current facts"
+UP_TO_DATE = "the attendee's invite already carries these facts"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The notice to compose (None: nothing is sent, for `reason`) and the seat to store
+    first (None: unchanged)."""
+
+    notice: Notice | None
+    seat: Seat | None = None
+    reason: str = ""
+
+
+def prepare(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared:
+    """Make a claimed notice ready to send against the seat as it is now."""
+    if notice.kind in SEAT_KINDS:
+        return _for_holder(notice, seat, conf)
+    if notice.invite is None or seat is None:
+        # No invite, or a message stored before messages named their seat: as planned.
+        return Prepared(notice)
+    spec = notice.invite
+    if spec.sequence < seat.sequences.get(spec.uid, spec.sequence):
+        return Prepared(None, reason=SUPERSEDED)
+    if spec.method == "REQUEST" and conf.cancelled:
+        return Prepared(None, reason=CONFERENCE_CANCELLED)
+    return _stamped(notice, seat, conf, spec.method, spec.sequence, show_changes=False)
+
+
+def _for_holder(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared:
+    """Reminders and updates go to whoever holds the seat now, with that person's invite."""
+    if seat is None or seat.status != "active":
+        return Prepared(None, reason=NOT_HELD)
+    holder = replace(notice, recipient=seat.attendee)
+    uid = seat_uid(seat, conf)
+    planned = seat.sequences.get(uid, 0)
+    carried = seat.carried.get(uid)
+    if conf.cancelled:
+        if notice.kind is Kind.REMINDER:
+            return Prepared(None, reason=CONFERENCE_CANCELLED)
+        if carried is not None and carried.facts == conf.invite_facts.text("CANCEL"):
+            return Prepared(None, reason=UP_TO_DATE)
+        # Above whatever was planned, as a CANCEL always is: the REQUEST planned may have
+        # gone out without being recorded (a message stored before seats recorded it).
+        kind = Kind.CONFERENCE_CANCELLATION
+        return _stamped(replace(holder, kind=kind), seat, conf, "CANCEL", planned + 1)
+    if notice.kind is not Kind.REMINDER:
+        if carried is None:
+            return Prepared(None, reason=NO_INVITE_YET)
+        if carried.facts == conf.invite_facts.text("REQUEST"):
+            return Prepared(None, reason=UP_TO_DATE)
+        holder = replace(holder, kind=Kind.UPDATE)
+    return _stamped(holder, seat, conf, "REQUEST", planned)
+
+
+def _stamped(
+    notice: Notice,
+    seat: Seat,
+    conf: Conference,
+    method: Method,
+    planned: int,
+    *,
+    show_changes: bool = True,
+) -> Prepared:
+    uid = notice.invite.uid if notice.invite and notice.kind not in SEAT_KINDS else None
+    uid = uid or seat_uid(seat, conf)
+    facts = conf.invite_facts.text(method)
+    carried = seat.carried.get(uid)
+    sequence = planned
+    if carried is not None:
+        sequence = max(planned, carried.sequence + (carried.facts != facts))
+    changed_from = carried.facts if carried is not None and carried.facts != facts else None
+    ready = replace(
+        notice,
+        invite=InviteSpec(method, uid, sequence),
+        changed_from=changed_from if show_changes else None,
+    )
+    if carried == Carried(sequence, facts):
+        return Prepared(ready)
+    return Prepared(ready, replace(seat, carried={**seat.carried, uid: Carried(sequence, facts)}))
+
+
+def would_update(seat: Seat, conf: Conference) -> bool:
+    """Whether an update announced now has anything to tell this seat's attendee."""
+    notice = Notice("probe", Kind.UPDATE, conf.slug, seat.registration, seat.attendee)
+    return prepare(notice, seat, conf).notice is not None
+
+
+def before(seat: Seat, conf: Conference) -> str | None:
+    """The facts the seat's attendee's invite carries (InviteFacts.text), if any."""
+    carried = seat.carried.get(seat_uid(seat, conf))
+    return carried.facts if carried else None

@@ -1,0 +1,61 @@
+"""What changed in an attendee's invite, in Danish: "Tid: hele dagen → kl. 9.00–16.00"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from notifier.domain.facts import Change, InviteFacts, changes
+from notifier.mail import danish
+
+LABELS = {
+    "status": "Status",
+    "summary": "Titel",
+    "date": "Dato",
+    "time": "Tid",
+    "location": "Sted",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One changed aspect as the mail shows it."""
+
+    label: str
+    before: str
+    after: str
+
+
+def describe(changed_from: str | None, current: InviteFacts) -> tuple[Line, ...]:
+    """The lines for what the invite carried (`InviteFacts.text`, or None) against `current`."""
+    if changed_from is None:
+        return ()
+    before, _method = InviteFacts.from_text(changed_from)
+    return tuple(_line(change) for change in changes(before, current))
+
+
+def _line(change: Change) -> Line:
+    label = LABELS[change.aspect]
+    return Line(label, _value(change.aspect, change.before), _value(change.aspect, change.after))
+
+
+def _value(aspect: str, facts: InviteFacts) -> str:
+    if aspect == "status":
+        return "aflyst" if facts.cancelled else "gennemføres"
+    if aspect == "summary":
+        return facts.summary
+    if aspect == "date":
+        return danish.long_date(facts.date)
+    if aspect == "time":
+        return time_text(facts)
+    return f"{facts.venue}, {facts.address}"
+
+
+def time_text(facts: InviteFacts) -> str:
+    """'hele dagen' or 'kl. 9.00–16.00'."""
+    if facts.start is None or facts.end is None:
+        return "hele dagen"
+    zone = ZoneInfo(facts.timezone)
+    start = datetime.combine(facts.date, facts.start, tzinfo=zone)
+    return danish.clock_range(start, datetime.combine(facts.date, facts.end, tzinfo=zone))
