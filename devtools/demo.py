@@ -4,20 +4,25 @@ Redis: the one on 127.0.0.1:6379 if it answers (database 13, emptied first), els
 redis-server on a free port. SMTP: a local server that stores each message as an .eml file.
 Then a real Celery worker and the sample events of examples/: registrations, a substitution and
 a cancellation first, then a reminder batch (reminder.requested) once those are settled, so that
-the reminders go to whoever holds each seat by then. Last, who got which kind of mail, and where
-each one is saved.
+the reminders go to whoever holds each seat by then. Then the conference announces its times:
+the worker reads a copy of the conference file in demo-out/conferences/, the demo sets start and
+end times in it and publishes the update as `notifier update` does. Last, who got which kind of
+mail, where each one is saved, and what the update mail says changed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -28,10 +33,11 @@ from rich.console import Console
 from devtools.localredis import PrivateRedis, answers, server_binary
 from devtools.localworker import start_worker
 from devtools.sink import Sink
+from notifier import announce
 from notifier.domain.notice import Kind
 from notifier.loading import Conferences
 from notifier.mail.compose import message_id
-from notifier.settings import load_settings
+from notifier.settings import Settings, load_settings
 from notifier.store import keys
 from notifier.store.codec import text
 from notifier.store.outbox import Outbox
@@ -45,6 +51,9 @@ ROUNDS = (
     ("registrations.jsonl", "substitution.jsonl", "cancellation.jsonl"),
     ("reminder.jsonl",),
 )
+CONFERENCE = "digitaliseringstraef-2024"
+# The kinds the demo sends: all but the cancellation of a whole conference.
+SHOWN = tuple(kind for kind in Kind if kind is not Kind.CONFERENCE_CANCELLATION)
 # The machine's Redis if one answers; overridable to try the fallback on a machine that has one.
 SHARED_URL = os.environ.get("NOTIFIER_DEMO_REDIS_URL", "redis://127.0.0.1:6379/13")
 console = Console()
@@ -112,6 +121,10 @@ def publish_and_wait(app: Celery, client: redis.Redis, names: tuple[str, ...]) -
         app.send_task(INGEST, args=[event], queue=QUEUE)
     plural = "" if len(events) == 1 else "s"
     console.print(f"Published {len(events)} event{plural} from examples/ ({', '.join(names)})")
+    wait_settled(client, events)
+
+
+def wait_settled(client: redis.Redis, events: list[dict[str, object]]) -> None:
     deadline = time.monotonic() + 60
     while not settled(client, events):
         if time.monotonic() > deadline:
@@ -133,7 +146,7 @@ def kinds(client: redis.Redis, conferences: Conferences) -> dict[str, str]:
 def report(sink: Sink, kind_of: dict[str, str]) -> bool:
     """Who got which mail, grouped by kind; False if a kind was not sent at all."""
     console.print(f"\n[bold]{len(sink.received)} mails received by the local SMTP server:[/]")
-    by_kind: dict[str, list[str]] = {kind.value: [] for kind in Kind}
+    by_kind: dict[str, list[str]] = {kind.value: [] for kind in SHOWN}
     for n, item in enumerate(sink.received, start=1):
         msg = message_from_bytes(item.data, policy=policy.default)
         cal = [p for p in msg.walk() if p.get_content_type() == "text/calendar"]
@@ -146,12 +159,65 @@ def report(sink: Sink, kind_of: dict[str, str]) -> bool:
         console.print(f"\n[bold]{kind}[/] ({len(lines)})", highlight=False)
         for line in lines:
             console.print(f"  - {line}", highlight=False, soft_wrap=True)
-    missing = [kind.value for kind in Kind if not by_kind[kind.value]]
+    missing = [kind.value for kind in SHOWN if not by_kind[kind.value]]
     if missing:
         console.print(f"\n[red]No mail of kind {', '.join(missing)}; see demo-out/worker.log[/]")
     else:
         console.print(f"\nEvery kind of mail was sent: {', '.join(by_kind)}.", soft_wrap=True)
     return not missing
+
+
+def conference_copies() -> Path:
+    """A fresh copy of conferences/ for the worker to read, so that the demo can edit it."""
+    folder = OUT / "conferences"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(ROOT / "conferences", folder)
+    return folder
+
+
+def set_times(path: Path) -> None:
+    """What an organiser does once the times are known: start_time and end_time in the file
+    (top-level keys, so right after the date, before any table)."""
+    content = path.read_text(encoding="utf-8")
+    times = "start_time = 09:00:00\nend_time = 16:00:00\n"
+    edited = re.sub(r"^(date = .*\n)", lambda m: m.group(1) + times, content, flags=re.M, count=1)
+    path.write_text(edited, encoding="utf-8")
+
+
+def update_round(settings: Settings, client: redis.Redis, sink: Sink) -> list[int]:
+    """Announce the times as `notifier update` does; the numbers of the update mails."""
+    path = settings.conferences_dir / f"{CONFERENCE}.toml"
+    set_times(path)
+    conf = Conferences(settings.conferences_dir).get(CONFERENCE)
+    console.print(
+        f"\nSet start_time and end_time in {path.relative_to(ROOT)}; "
+        "`notifier update` shows the organiser:",
+        highlight=False,
+        soft_wrap=True,
+    )
+    announce.show(announce.forecast(announce.seats_of(client, conf), conf), conf)
+    before = len(sink.received)
+    event_id = announce.publish_update(settings, conf, datetime.now(UTC))
+    console.print(f"Published conference.updated ({event_id})", highlight=False, soft_wrap=True)
+    wait_settled(client, [{"id": event_id}])
+    return list(range(before + 1, len(sink.received) + 1))
+
+
+def show_update(sink: Sink, numbers: list[int]) -> None:
+    """The update mail's subject and its before → now lines, as the attendees read them."""
+    if not numbers:
+        return
+    msg = message_from_bytes(sink.received[numbers[0] - 1].data, policy=policy.default)
+    body = msg.get_body(("plain",))
+    lines = str(body.get_content()).splitlines() if body is not None else []
+    console.print(
+        f"\n[bold]The update[/] ({len(numbers)} mails, e.g. demo-out/mail/{numbers[0]:05d}.eml):",
+        highlight=False,
+    )
+    console.print(f"  Subject: {msg['Subject']}", markup=False, highlight=False, soft_wrap=True)
+    for line in lines:
+        if " → " in line:
+            console.print(f"  {line.strip()}", markup=False, highlight=False)
 
 
 def run(stack: ExitStack) -> bool:
@@ -160,6 +226,7 @@ def run(stack: ExitStack) -> bool:
     console.print(f"SMTP: local server on 127.0.0.1:{sink.port}, mails saved in demo-out/mail/")
     env = {
         **os.environ,
+        "NOTIFIER_CONFERENCES_DIR": str(conference_copies()),
         "NOTIFIER_BROKER_URL": url,
         "NOTIFIER_SMTP_HOST": "127.0.0.1",
         "NOTIFIER_SMTP_PORT": str(sink.port),
@@ -171,7 +238,10 @@ def run(stack: ExitStack) -> bool:
     client = stack.enter_context(closing(redis.Redis.from_url(url)))
     for names in ROUNDS:
         publish_and_wait(app, client, names)
-    return report(sink, kinds(client, Conferences(settings.conferences_dir)))
+    updates = update_round(settings, client, sink)
+    complete = report(sink, kinds(client, Conferences(settings.conferences_dir)))
+    show_update(sink, updates)
+    return complete
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The `notifier` command: worker, publish, preview, remind, status, dead-letters, purge."""
+"""The `notifier` command: worker, publish, preview, remind, update, status, dead-letters,
+purge."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import IO, Any
 
 import click
 
-from notifier import ops
+from notifier import announce, ops
 from notifier.domain.events import parse_event
 from notifier.domain.notice import Kind
 from notifier.errors import ConfigError, InvalidEvent
@@ -130,6 +131,24 @@ def remind(
 ) -> None:
     """Send a reminder to every current attendee of CONFERENCE and follow it to the end."""
     ops.remind_command(_settings(), conference, batch, dry_run, allow_past, timeout, out)
+
+
+@main.command()
+@click.argument("conference")
+@click.option("--dry-run", is_flag=True, help="Show the changes and write one sample mail.")
+@click.option("--allow-past", is_flag=True, help="Allow a conference that has taken place.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to follow.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("update-dry-run.eml"),
+    show_default=True,
+    help="Where --dry-run writes its sample mail.",
+)
+def update(conference: str, dry_run: bool, allow_past: bool, timeout: float, out: Path) -> None:
+    """Announce what CONFERENCE's file says now: every current attendee whose invite differs
+    gets an update (or, with cancelled = true, a cancellation), followed to the end."""
+    announce.update_command(_settings(), conference, dry_run, allow_past, timeout, out)
 
 
 @main.command()

@@ -1,9 +1,11 @@
-"""Organiser commands: remind (with a progress bar), status, dead-letters, purge."""
+"""Organiser commands: remind (with a progress bar), status, dead-letters, purge; the parts
+that `notifier update` (notifier.announce) shares with remind."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,11 +87,21 @@ def _retrying(call: Callable[[], T], wait: float, failure: str) -> T:
         time.sleep(POLL_SECONDS)
 
 
-def refuse_if_past(conf: Conference, now: datetime, allow_past: bool) -> None:
+def refuse_if_past(
+    conf: Conference, now: datetime, allow_past: bool, what: str = "reminders"
+) -> None:
     if conf.has_passed(now) and not allow_past:
         raise click.ClickException(
             f"{conf.title} took place {danish.long_date(conf.date)} ({conf.date.isoformat()}); "
-            "reminders for a past conference are refused. Use --allow-past to send anyway."
+            f"{what} for a past conference are refused. Use --allow-past to send anyway."
+        )
+
+
+def refuse_if_cancelled(conf: Conference) -> None:
+    if conf.cancelled:
+        raise click.ClickException(
+            f"{conf.title} ({conf.slug}) is cancelled (cancelled = true in its file): no "
+            "reminders are sent. `notifier update` tells the attendees, if it has not yet."
         )
 
 
@@ -149,9 +161,10 @@ class _Outage:
             )
         away = now - self.since
         if away > self.limit:
+            where = f" --batch {self.key}" if self.key else ""  # no key: not known yet
             raise click.ClickException(
                 f"Redis has not answered for {away:.0f} s; stopped following. The batch "
-                f"goes on: `notifier status --batch {self.key}`"
+                f"goes on: `notifier status{where}`"
             )
         return f"reconnecting to Redis ({away:.0f} s of at most {self.limit:.0f} s)"
 
@@ -194,9 +207,10 @@ def _show(bar: Progress, task: TaskID, key: str, st: Status | None) -> bool:
     if st is None or st.batch is None or st.batch.state != "planned":
         bar.update(task, description=WAITING)
         return False
+    what = "updates" if st.batch.kind is Kind.UPDATE else "reminders"
     bar.update(
         task,
-        description=f"reminders {key}",
+        description=f"{what} {key}",
         total=st.batch.total,
         completed=st.finished,
         sent=st.counts["sent"],
@@ -216,7 +230,7 @@ def _batch_status(client: redis.Redis, key: str) -> Status | None:
 
 
 def print_status(st: Status, title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # a batch key is long: keep it on a line
     table.add_column("state")
     table.add_column("messages", justify="right")
     for state, count in st.counts.items():
@@ -230,6 +244,30 @@ def print_status(st: Status, title: str) -> None:
     ):
         if rows:
             console.print(_message_table(title, rows))
+
+
+def print_skipped(client: redis.Redis, key: str) -> None:
+    """Why the batch's skipped messages were not sent, with counts (each skip records its
+    reason as the message's last reply)."""
+    reasons = _retrying(
+        lambda: _skipped_reasons(client, key), RECONNECT_SECONDS, "cannot read the summary"
+    )
+    if not reasons:
+        return
+    table = Table(title="skipped: why")
+    table.add_column("reason")
+    table.add_column("messages", justify="right")
+    for reason, count in reasons.most_common():
+        table.add_row(reason, str(count))
+    console.print(table)
+
+
+def _skipped_reasons(client: redis.Redis, key: str) -> Counter[str]:
+    outbox = Outbox(client)
+    if not outbox.counts(key)["skipped"]:
+        return Counter()
+    records = outbox.records(sorted(outbox.keys_in(key)))
+    return Counter(r.last_reply or "no reason recorded" for r in records if r.state == "skipped")
 
 
 def _message_table(title: str, rows: tuple[Failure, ...]) -> Table:
@@ -251,6 +289,7 @@ def remind_command(
     out: Path,
 ) -> None:
     conf = _conference(settings, conference)
+    refuse_if_cancelled(conf)
     now = datetime.now(UTC)
     refuse_if_past(conf, now, allow_past)
     if dry:
@@ -274,6 +313,7 @@ def remind_command(
     follow(client, key, timeout)
     st = _retrying(lambda: status(client, key), RECONNECT_SECONDS, "cannot read the summary")
     print_status(st, f"batch {key}")
+    print_skipped(client, key)
     if st.failures:
         sys.exit(1)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from notifier.domain.conference import Conference
-from notifier.domain.facts import Method
+from notifier.domain.facts import InviteFacts, Method
 from notifier.domain.notice import SEAT_KINDS, InviteSpec, Kind, Notice
-from notifier.domain.plan import Carried, Seat, seat_uid
+from notifier.domain.plan import WITHHELD, Carried, Seat, seat_uid
 
 # Why a mail is not sent after all (recorded as the message's reply, state `skipped`).
 NOT_HELD = "seat no longer held by this attendee"
@@ -50,8 +50,18 @@ def prepare(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared:
     if spec.sequence < seat.sequences.get(spec.uid, spec.sequence):
         return Prepared(None, reason=SUPERSEDED)
     if spec.method == "REQUEST" and conf.cancelled:
-        return Prepared(None, reason=CONFERENCE_CANCELLED)
+        return _withheld(notice, seat, spec.uid, spec.sequence)
     return _stamped(notice, seat, conf, spec.method, spec.sequence, show_changes=False)
+
+
+def _withheld(notice: Notice, seat: Seat, uid: str, planned: int) -> Prepared:
+    """Not sent while the conference is cancelled; recorded, so that an update after the
+    file says otherwise again gives the attendee the invite they never got."""
+    carried = seat.carried.get(uid)
+    if carried is not None and carried.facts != WITHHELD:
+        return Prepared(None, reason=CONFERENCE_CANCELLED)  # they hold something already
+    record = Carried(max(planned, carried.sequence if carried else 0), WITHHELD, notice.key)
+    return Prepared(None, _recording(seat, uid, record), CONFERENCE_CANCELLED)
 
 
 def _for_holder(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared:
@@ -65,19 +75,25 @@ def _for_holder(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared
     if conf.cancelled:
         if notice.kind is Kind.REMINDER:
             return Prepared(None, reason=CONFERENCE_CANCELLED)
-        if carried is not None and carried.facts == conf.invite_facts.text("CANCEL"):
+        if _told(carried, conf.invite_facts.text("CANCEL"), notice):
             return Prepared(None, reason=UP_TO_DATE)
         # Above whatever was planned, as a CANCEL always is: the REQUEST planned may have
         # gone out without being recorded (a message stored before seats recorded it).
         kind = Kind.CONFERENCE_CANCELLATION
         return _stamped(replace(holder, kind=kind), seat, conf, "CANCEL", planned + 1)
     if notice.kind is not Kind.REMINDER:
-        if carried is None:
+        if carried is None or _cancelled_registration(carried):
             return Prepared(None, reason=NO_INVITE_YET)
-        if carried.facts == conf.invite_facts.text("REQUEST"):
+        if _told(carried, conf.invite_facts.text("REQUEST"), notice):
             return Prepared(None, reason=UP_TO_DATE)
         holder = replace(holder, kind=Kind.UPDATE)
     return _stamped(holder, seat, conf, "REQUEST", planned)
+
+
+def _told(carried: Carried | None, facts: str, notice: Notice) -> bool:
+    """Another mail already carries these facts to the UID. (The notice's own earlier
+    attempt does not count: it failed or may not have arrived, and is being retried.)"""
+    return carried is not None and carried.facts == facts and carried.key != notice.key
 
 
 def _stamped(
@@ -93,18 +109,36 @@ def _stamped(
     uid = uid or seat_uid(seat, conf)
     facts = conf.invite_facts.text(method)
     carried = seat.carried.get(uid)
-    sequence = planned
+    sequence, before = planned, None
     if carried is not None:
         sequence = max(planned, carried.sequence + (carried.facts != facts))
-    changed_from = carried.facts if carried is not None and carried.facts != facts else None
+        # A retry of the same message tells what the UID carried before its first attempt.
+        before = carried.before if carried.key == notice.key else carried.facts
+    changed_from = before if before and before != facts else None  # not WITHHELD
     ready = replace(
         notice,
         invite=InviteSpec(method, uid, sequence),
         changed_from=changed_from if show_changes else None,
     )
-    if carried == Carried(sequence, facts):
+    if carried is not None and (carried.sequence, carried.facts) == (sequence, facts):
+        # Nothing new for the UID (a reminder that repeats the invite, a retry): the record
+        # stays, with the message that first carried these facts, and the seat is not written.
         return Prepared(ready)
-    return Prepared(ready, replace(seat, carried={**seat.carried, uid: Carried(sequence, facts)}))
+    return Prepared(ready, _recording(seat, uid, Carried(sequence, facts, notice.key, before)))
+
+
+def _recording(seat: Seat, uid: str, record: Carried) -> Seat:
+    return replace(seat, carried={**seat.carried, uid: record})
+
+
+def _cancelled_registration(carried: Carried) -> bool:
+    """The UID last carried the CANCEL of its registration (not of the conference), yet the
+    seat is active with this attendee: it came back to them, and the REQUEST planned for
+    that is still to be sent, with the current facts. An update would only repeat it."""
+    if carried.facts == WITHHELD:
+        return False
+    facts, method = InviteFacts.from_text(carried.facts)
+    return method == "CANCEL" and not facts.cancelled
 
 
 def would_update(seat: Seat, conf: Conference) -> bool:
@@ -116,4 +150,4 @@ def would_update(seat: Seat, conf: Conference) -> bool:
 def before(seat: Seat, conf: Conference) -> str | None:
     """The facts the seat's attendee's invite carries (InviteFacts.text), if any."""
     carried = seat.carried.get(seat_uid(seat, conf))
-    return carried.facts if carried else None
+    return carried.facts if carried and carried.facts != WITHHELD else None

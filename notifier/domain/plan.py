@@ -75,10 +75,30 @@ def _person_dict(person: Person) -> dict[str, str | None]:
 @dataclass(frozen=True, slots=True)
 class Carried:
     """What a mail last carried for one invite UID: its SEQUENCE and its facts
-    (`InviteFacts.text`, method included). Recorded just before the mail is sent."""
+    (`InviteFacts.text`, method included; WITHHELD for a REQUEST not sent because the
+    conference was cancelled). Recorded just before the mail is sent, with the key of that
+    message and what the UID carried before it, so that a retry of the same message sends
+    the same mail."""
 
     sequence: int
     facts: str
+    key: str = ""
+    before: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sequence": self.sequence, "facts": self.facts}
+        if self.key:
+            d["key"] = self.key
+        if self.before is not None:
+            d["before"] = self.before
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Carried:
+        return cls(int(d["sequence"]), d["facts"], d.get("key", ""), d.get("before"))
+
+
+WITHHELD = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +159,7 @@ class Seat:
                 "sequences": self.sequences,
                 "registered_at": (self.registered_at or self.as_of).isoformat(),
                 "facts": [f.to_dict() for f in self.facts],
-                "carried": {
-                    uid: {"sequence": c.sequence, "facts": c.facts}
-                    for uid, c in self.carried.items()
-                },
+                "carried": {uid: c.to_dict() for uid, c in self.carried.items()},
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -161,7 +178,7 @@ class Seat:
             dict(d["sequences"]),
             datetime.fromisoformat(registered) if registered else as_of,
             tuple(Fact.from_dict(f) for f in d.get("facts", ())),
-            {uid: Carried(c["sequence"], c["facts"]) for uid, c in d.get("carried", {}).items()},
+            {uid: Carried.from_dict(c) for uid, c in d.get("carried", {}).items()},
         )
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from notifier.domain.facts import Change, InviteFacts, changes
+from notifier.domain.facts import Aspect, Change, InviteFacts, changes
 from notifier.mail import danish
 
-LABELS = {
+LABELS: dict[Aspect, str] = {
     "status": "Status",
     "summary": "Titel",
     "date": "Dato",
@@ -20,27 +20,34 @@ LABELS = {
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One changed aspect as the mail shows it."""
+    """One changed aspect as the mail shows it (`aspect` lets a template pick its wording)."""
 
+    aspect: Aspect
     label: str
     before: str
     after: str
 
 
 def describe(changed_from: str | None, current: InviteFacts) -> tuple[Line, ...]:
-    """The lines for what the invite carried (`InviteFacts.text`, or None) against `current`."""
-    if changed_from is None:
+    """The lines for what the invite carried (`InviteFacts.text`, or None) against `current`,
+    in the order a reader wants them (see `notifier.domain.facts.changes`)."""
+    if not changed_from:  # nothing carried, or a REQUEST that was withheld
         return ()
     before, _method = InviteFacts.from_text(changed_from)
     return tuple(_line(change) for change in changes(before, current))
 
 
 def _line(change: Change) -> Line:
-    label = LABELS[change.aspect]
-    return Line(label, _value(change.aspect, change.before), _value(change.aspect, change.after))
+    before = _value(change.aspect, change.before)
+    after = _value(change.aspect, change.after)
+    if before == after:
+        # Only the time zone differs: without it the line would claim a change it does not show.
+        before = f"{before} ({change.before.timezone})"
+        after = f"{after} ({change.after.timezone})"
+    return Line(change.aspect, LABELS[change.aspect], before, after)
 
 
-def _value(aspect: str, facts: InviteFacts) -> str:
+def _value(aspect: Aspect, facts: InviteFacts) -> str:
     if aspect == "status":
         return "aflyst" if facts.cancelled else "gennemføres"
     if aspect == "summary":

@@ -106,8 +106,10 @@ class Batches:
         )
 
     def open_update(self, conf: Conference, occurred_at: datetime, now: float) -> BatchInfo:
-        """The update batch for the facts the conference file states now: the last one if
-        it announced the same facts (to resume it), else a new one with the next number."""
+        """The update batch for the facts the conference file states now: the last one if it
+        announced the same facts and is still being planned or has nobody left to tell (to
+        resume it), else a new one with the next number. An attendee whose invite has since
+        carried other facts (an edit nobody announced, then reverted) makes a new one."""
         rkey = keys.updates(conf.slug)
         version = conf.invite_facts.text("REQUEST")
         while True:
@@ -116,7 +118,7 @@ class Batches:
                     pipe.watch(rkey)  # type: ignore[no-untyped-call]
                     number, facts = pipe.hmget(rkey, "number", "facts")
                     n = int(number or 0)
-                    if facts is not None and text(facts) == version:
+                    if facts is not None and text(facts) == version and self._current(conf, n):
                         break
                     pipe.multi()
                     pipe.hset(rkey, mapping={"number": n + 1, "facts": version})
@@ -128,6 +130,21 @@ class Batches:
             n += 1
             break
         return self.open(conf.slug, UPDATE_BATCH.format(n), occurred_at, now, Kind.UPDATE)
+
+    def _current(self, conf: Conference, number: int) -> bool:
+        """Whether update batch `number` still stands for the conference: being planned, or
+        planned with every attendee's invite carrying its facts (or on its way to)."""
+        info = self.get(batch_key(conf.slug, UPDATE_BATCH.format(number)))
+        if info is None or info.state == "planning":
+            return True
+        waiting = set(self.unfinished(info.key))
+        return not any(
+            seat.status == "active"
+            and would_update(seat, conf)
+            and update_key(info.key, seat.registration) not in waiting
+            for seats in self.pages(conf.slug)
+            for seat in seats
+        )
 
     def _close(self, key: str) -> None:
         info = self.get(key)

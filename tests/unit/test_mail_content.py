@@ -18,6 +18,7 @@ import pytest
 
 from notifier.domain.conference import Conference
 from notifier.domain.notice import Kind, Notice
+from notifier.mail.changes import describe
 from notifier.mail.render import Rendered, Renderer, conference_facts
 from notifier.mail.samples import JENS, METTE, sample_notice
 
@@ -123,13 +124,25 @@ def _said(fact: str, text: str) -> int:
     return text.count(fact) + (text.count(fact[0].upper() + fact[1:]) if fact[0].islower() else 0)
 
 
+def without_changes(text: str, notice: Notice, conf: Conference) -> str:
+    """The text without its before → now lines (an update's list of what changed), each
+    of which it must give exactly once: they name the old time as well as the new one."""
+    for line in describe(notice.changed_from, conf.invite_facts):
+        said = f"{line.label}: {line.before} → {line.after}"
+        assert text.count(said) == 1, said
+        text = text.replace(said, "")
+    return text
+
+
 @pytest.mark.parametrize("kind", ATTENDEE_KINDS)
 def test_every_attendee_mail_says_what_when_and_where(
     renderer: Renderer, conf: Conference, kind: Kind
 ) -> None:
-    out = sent(renderer, sample_notice(kind, conf), conf)
+    notice = sample_notice(kind, conf)
+    out = sent(renderer, notice, conf)
     html_text, _ = visible(out.html)
-    for part, text in (("text", out.text), ("html", html_text)):
+    for part, said in (("text", out.text), ("html", html_text)):
+        text = without_changes(said, notice, conf)
         for fact in (TITLE, DATE, f"{VENUE}, {ADDRESS}"):
             assert _said(fact, text) >= 1, f"{kind} {part}: {fact}"
         assert text.count(TIME) == (1 if conf.start_time else 0), f"{kind} {part}: time"

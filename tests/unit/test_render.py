@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def test_golden_substitution_in_when_the_seat_came_back(
     golden.check("substitution_in-came-back.subject", out.subject + "\n")
     golden.check("substitution_in-came-back.txt", out.text)
     golden.check("substitution_in-came-back.html", out.html)
+
+
+def test_golden_reminder_with_changes(
+    renderer: Renderer, conference: Conference, golden: Golden
+) -> None:
+    """The reminder to someone whose invite still said 9.00–16.00: its "Bemærk" section."""
+    earlier = replace(conference.invite_facts, start=time(9), end=time(16))
+    notice = replace(sample_notice(Kind.REMINDER, conference), changed_from=earlier.text("REQUEST"))
+    out = render(renderer, notice, conference)
+    golden.check("reminder-changed.txt", out.text)
+    golden.check("reminder-changed.html", out.html)
+
+
+def test_golden_conference_cancellation_with_a_note(
+    renderer: Renderer, conference: Conference, golden: Golden
+) -> None:
+    note = "Vi vender tilbage med en ny dato.\n\nHar du betalt, hører du fra os om betalingen."
+    conf = conference.model_copy(update={"cancelled": True, "cancellation_note": note})
+    out = render_kind(renderer, Kind.CONFERENCE_CANCELLATION, conf)
+    golden.check("conference_cancellation-note.txt", out.text)
+    golden.check("conference_cancellation-note.html", out.html)
 
 
 @pytest.mark.parametrize(

@@ -103,10 +103,15 @@ def _text_headings(text: str) -> list[tuple[str, str]]:
     ]
 
 
+_HTML_SECTION = re.compile(r"<h2[^>]*>([^<]*)</h2>\s*<(p|dl|ul)\b[^>]*>(.*?)</\2>", re.DOTALL)
+
+
 def _html_headings(html: str) -> list[tuple[str, str]]:
-    """(heading, the text of the paragraph after it) for every <h2>."""
-    found = re.findall(r"<h2[^>]*>([^<]*)</h2>\s*<(?:p|dl|ul)[^>]*>([^<]*)", html)
-    return [(heading, body.strip()) for heading, body in found]
+    """(heading, the text of the block after it) for every <h2>: a paragraph, or a list
+    (<dl>, <ul>) with the text of all its items, which is empty when it has none."""
+    found = _HTML_SECTION.findall(html)
+    assert len(found) == html.count("<h2"), "a heading not followed by a paragraph or list"
+    return [(heading, re.sub(r"<[^>]*>", "", body).strip()) for heading, _tag, body in found]
 
 
 def _with_optional_texts(conf: Conference) -> Conference:
