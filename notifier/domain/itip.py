@@ -120,11 +120,21 @@ def _stamped(
         invite=InviteSpec(method, uid, sequence),
         changed_from=changed_from if show_changes else None,
     )
-    if carried is not None and (carried.sequence, carried.facts) == (sequence, facts):
-        # Nothing new for the UID (a reminder that repeats the invite, a retry): the record
-        # stays, with the message that first carried these facts, and the seat is not written.
+    if _unchanged(carried, sequence, facts, notice):
         return Prepared(ready)
-    return Prepared(ready, _recording(seat, uid, Carried(sequence, facts, notice.key, before)))
+    announces = notice.kind in (Kind.UPDATE, Kind.CONFERENCE_CANCELLATION)
+    record = Carried(sequence, facts, notice.key, before, announces)
+    return Prepared(ready, _recording(seat, uid, record))
+
+
+def _unchanged(carried: Carried | None, sequence: int, facts: str, notice: Notice) -> bool:
+    """Nothing to record: the UID carries these facts at this SEQUENCE already (a reminder
+    repeating the invite, a retry), so the seat is not written. Unless an announcement
+    recorded them and this is another mail: it must take the record over, or a retry of the
+    announcement would announce again what this mail has told."""
+    if carried is None or (carried.sequence, carried.facts) != (sequence, facts):
+        return False
+    return carried.key == notice.key or not carried.announces
 
 
 def _recording(seat: Seat, uid: str, record: Carried) -> Seat:

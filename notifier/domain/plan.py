@@ -84,6 +84,7 @@ class Carried:
     facts: str
     key: str = ""
     before: str | None = None
+    announces: bool = False  # recorded by an update or a conference cancellation
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sequence": self.sequence, "facts": self.facts}
@@ -91,11 +92,19 @@ class Carried:
             d["key"] = self.key
         if self.before is not None:
             d["before"] = self.before
+        if self.announces:
+            d["announces"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Carried:
-        return cls(int(d["sequence"]), d["facts"], d.get("key", ""), d.get("before"))
+        return cls(
+            int(d["sequence"]),
+            d["facts"],
+            d.get("key", ""),
+            d.get("before"),
+            bool(d.get("announces", False)),
+        )
 
 
 WITHHELD = ""

@@ -19,8 +19,12 @@ from typing import Any
 
 import pytest
 import redis
+import trustme
 from celery import Celery
 
+import devtools.postfix
+from devtools.dovecot import PrivateDovecot
+from devtools.dovecot import install as install_dovecot
 from devtools.localredis import PrivateRedis
 from devtools.localworker import start_worker
 from devtools.sink import Received, Sink, free_port
@@ -341,3 +345,52 @@ def reminders_received(items: list[Received]) -> Counter[str]:
         if message_from_bytes(item.data, policy=policy.default)["Subject"] == REMINDER:
             out.update(item.recipients)
     return out
+
+
+# --- A real MTA between notifier and the relay: Postfix that bounces after its 250 (issue 14) ---
+
+
+def postfix_usable() -> bool:
+    """Debian's Postfix, installed here if missing, and root to run a private instance of it
+    (Postfix starts as root and drops to its own user). maillog_file needs 3.4 or later."""
+    if os.geteuid() != 0 or not debian_package(
+        devtools.postfix.POSTFIX, "postfix", POSTFIX_PRESEED
+    ):
+        return False
+    major, minor = (int(x) for x in devtools.postfix.version().split(".")[:2])
+    return (major, minor) >= (3, 4)
+
+
+@pytest.fixture
+def private_postfix() -> Iterator[Callable[..., devtools.postfix.PrivatePostfix]]:
+    """Factory: a started private Postfix relaying to `relay_port` (the test's sink) and
+    piping mail for the bounce domains to a command; keyword arguments as `PrivatePostfix`
+    (pipe_argv, pipe_env, pipe_args, bounce_domains, settings). Stopped at teardown."""
+    need(postfix_usable(), "Postfix >= 3.4 (Debian package postfix) and root to run it")
+    made: list[devtools.postfix.PrivatePostfix] = []
+
+    def make(relay_port: int, **options: Any) -> devtools.postfix.PrivatePostfix:
+        made.append(devtools.postfix.PrivatePostfix(relay_port, **options))
+        return made[-1].start()
+
+    yield make
+    for p in made:
+        p.cleanup()
+
+
+# --- Bounce polling: a private Dovecot whose certificate comes from a trustme CA ---
+
+
+@pytest.fixture
+def dovecot() -> Iterator[PrivateDovecot]:
+    """A running Dovecot with one user and an empty INBOX; its CA's PEM is `.ca_file`.
+    Installed from Debian first if missing (as root); skipped locally if it cannot be."""
+    need(os.geteuid() == 0 and install_dovecot(), "Dovecot (dovecot-imapd, run as root)")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
+    server = PrivateDovecot(chain, leaf.private_key_pem.bytes(), ca.cert_pem.bytes())
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()

@@ -18,11 +18,12 @@ import pytest
 
 from tests.unit.support import ROOT
 
-PURE_PACKAGES = ("domain", "mail")
+PURE_PACKAGES = ("domain", "mail", "bounces")
 # What each pure module may import from notifier itself, by its own package.
 ALLOWED_NOTIFIER = {
     "notifier.domain": ("notifier.domain", "notifier.errors"),
     "notifier.mail": ("notifier.mail", "notifier.domain", "notifier.errors"),
+    "notifier.bounces": ("notifier.bounces", "notifier.errors"),
 }
 # Importing any of these (or a submodule) is an effect or a way to one: network, queue, store,
 # event loop, processes, file system, clock, randomness, dynamic imports, test machinery.
