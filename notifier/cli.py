@@ -178,3 +178,63 @@ def dead_letters(replay: str | None, replay_all: bool) -> None:
 def purge(conference: str, dry_run: bool, now_text: str | None) -> None:
     """Anonymise CONFERENCE's personal data once its retention period has passed."""
     ops.purge_command(_settings(), conference, dry_run, now_text)
+
+
+@main.group()
+def bounces() -> None:
+    """Bounces and complaints that come back after the relay's 250."""
+
+
+@bounces.command("receive")
+def bounces_receive() -> None:
+    """Read one raw message on stdin (for an MTA's pipe transport or an alias) and apply it.
+
+    Exit status 0, also for mail that is not a bounce; 75 (EX_TEMPFAIL) while it cannot be
+    recorded (Redis down), so that the MTA keeps it and tries again."""
+    from notifier import bounce_ops
+
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        # Not exit 1: the MTA would bounce the bounce. 75 keeps it queued until fixed.
+        click.echo(f"notifier bounces receive: {exc}", err=True)
+        sys.exit(bounce_ops.EX_TEMPFAIL)
+    bounce_ops.receive_command(settings, sys.stdin.buffer)
+
+
+@bounces.command("poll")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many messages.")
+def bounces_poll(limit: int | None) -> None:
+    """Read the bounce mailbox over IMAP (NOTIFIER_BOUNCE_IMAP_*); processed mail is moved to
+    NOTIFIER_BOUNCE_IMAP_DONE_FOLDER. Exit status 75 if Redis stopped answering."""
+    from notifier import bounce_ops
+
+    bounce_ops.poll_command(_settings(), limit)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def suppressions(ctx: click.Context) -> None:
+    """Addresses no mail goes to (hard bounces, complaints, organisers' additions)."""
+    if ctx.invoked_subcommand is None:
+        from notifier import bounce_ops
+
+        bounce_ops.suppressions_list(_settings())
+
+
+@suppressions.command("add")
+@click.argument("address")
+def suppressions_add(address: str) -> None:
+    """Suppress ADDRESS: later messages to it settle as `suppressed` without SMTP."""
+    from notifier import bounce_ops
+
+    bounce_ops.suppressions_add(_settings(), address)
+
+
+@suppressions.command("remove")
+@click.argument("address")
+def suppressions_remove(address: str) -> None:
+    """Let mail go to ADDRESS again."""
+    from notifier import bounce_ops
+
+    bounce_ops.suppressions_remove(_settings(), address)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import jinja2
 import redis
 
+from notifier.bounces.token import message_token, return_path
 from notifier.domain.itip import Prepared, prepare
-from notifier.domain.notice import Notice
+from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import Seat
 from notifier.domain.recipients import mask
 from notifier.domain.retry import backoff
@@ -26,12 +28,13 @@ from notifier.errors import (
 )
 from notifier.loading import Conferences
 from notifier.logs import scrub
-from notifier.mail.compose import Composed, compose
+from notifier.mail.compose import Composed, compose, envelope_address
 from notifier.mail.render import Renderer
 from notifier.settings import Settings
 from notifier.smtp import Outcome, Sender, Sent
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Claim, Settlement
+from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
 
@@ -47,6 +50,7 @@ class Delivery:
         renderer: Renderer,
         clock: Callable[[], datetime],
         rand: Callable[[], float],
+        suppressions: AsyncSuppressions | None = None,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
@@ -55,6 +59,8 @@ class Delivery:
         self.renderer = renderer
         self.clock = clock
         self.rand = rand
+        self.suppressions = suppressions
+        self.bounce_secret = settings.bounce_key()  # read once: it may come from a file
         self._recording: list[tuple[Claim, str, asyncio.Future[Any]]] = []
         self._halted: redis.RedisError | None = None
 
@@ -114,6 +120,8 @@ class Delivery:
             if ready.notice is None:
                 await self._finish(claim, Settlement("skipped", ready.reason))
                 return
+            if await self._suppressed(claim, ready.notice):
+                return
             msg = self._compose(ready.notice, self.clock())
         except (jinja2.TemplateError, ConfigError) as exc:
             # A bug or a broken config, not a delivery failure: retrying would not help.
@@ -137,7 +145,32 @@ class Delivery:
         return True
 
     def _compose(self, notice: Notice, now: datetime) -> Composed:
-        return compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
+        msg = compose(notice, self.conferences.get(notice.conference), self.renderer, now=now)
+        secret = self.bounce_secret
+        if self.settings.bounce_address is None or secret is None:
+            return msg
+        # Its own envelope sender, so that a bounce after the relay's 250 names it (and
+        # only we can name it: the token is signed). The From header stays the organiser's.
+        token = message_token(notice.key, secret)
+        return replace(
+            msg, sender=envelope_address(return_path(self.settings.bounce_address, token))
+        )
+
+    async def _suppressed(self, claim: Claim, notice: Notice) -> bool:
+        """Settle the message as `suppressed`, without SMTP, if its address is on the list.
+        The organiser's copies are never suppressed."""
+        if self.suppressions is None or notice.kind is Kind.SUBSTITUTION_COPY:
+            return False
+        reason = await self.suppressions.reason(notice.recipient.email)
+        if reason is None:
+            return False
+        await self._finish(claim, Settlement("suppressed", f"suppressed: {reason}"))
+        log.info(
+            "suppressed %s",
+            claim.key,
+            extra={"key": claim.key, "state": "suppressed", "kind": notice.kind.value},
+        )
+        return True
 
     async def _prepared(self, claim: Claim) -> Prepared:
         """The notice as it goes out: reminders and updates to whoever holds the seat now,
@@ -165,7 +198,7 @@ class Delivery:
             "batch": claim.notice.batch,
         }
         if isinstance(outcome, Sent):
-            self._sent(claim, outcome, fields)
+            self._sent(claim, outcome, fields, msg.recipient)
         elif isinstance(outcome, DeliveryUnknown):
             await self._unknown(claim, outcome, fields)
         elif (
@@ -175,10 +208,13 @@ class Delivery:
         else:
             await self._retry(claim, outcome, fields)
 
-    def _sent(self, claim: Claim, outcome: Sent, fields: Mapping[str, object]) -> None:
+    def _sent(
+        self, claim: Claim, outcome: Sent, fields: Mapping[str, object], recipient: str
+    ) -> None:
         # Not awaited: the session's next call (its next claim) follows it in the same
         # or a later pipeline, so the record is in Redis before the next send starts.
-        self._record_soon(claim, outcome.reply)
+        # The address is kept: a bounce of a reminder must know whom it was sent to.
+        self._record_soon(claim, outcome.reply, recipient)
         log.info(
             "sent %s",
             claim.key,
@@ -262,11 +298,10 @@ class Delivery:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def _record_soon(self, claim: Claim, reply: str) -> None:
+    def _record_soon(self, claim: Claim, reply: str, recipient: str = "") -> None:
         # Not awaited: it reaches Redis before the session's next call (see settle).
-        self._recording.append(
-            (claim, reply, self.outbox.finish_soon(claim, Settlement("sent", reply)))
-        )
+        end = Settlement("sent", reply, recipient=recipient)
+        self._recording.append((claim, reply, self.outbox.finish_soon(claim, end)))
 
     async def settle(self) -> None:
         """Wait until every queued record is in Redis (recording again those a store error

@@ -11,6 +11,8 @@
     │                              `cancelled = true`: .conference; the event is a dead letter
     ├── UnknownBatch               no batch, or more than one, has this key or id: .batch,
     │                              .candidates; also a LookupError, as status() raised before
+    ├── MailboxUnavailable         the bounce mailbox's IMAP server could not be reached or
+    │                              dropped the session: nothing was moved, the next poll retries
     ├── StoreUnavailable           Redis did not take a write or answer (down, OOM, READONLY):
     │                              the task is retried, the event stays on the queue
     └── DeliveryError              .smtp_code, .reply: an SMTP delivery did not succeed
@@ -114,6 +116,12 @@ class ConferenceCancelled(NotifierError):
         super().__init__(f"conference {conference} is cancelled: {what}")
 
 
+class MailboxUnavailable(NotifierError):
+    """The IMAP server of the bounce mailbox could not be reached or dropped the session
+    (refused, timeout, reset). Never a verdict on the mail: nothing was moved that was not
+    received, and the next poll tries again."""
+
+
 class UnknownBatch(NotifierError, LookupError):
     """No batch has this key or id, or an id names batches of several conferences.
 
@@ -139,6 +147,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryUnknown",
     "InvalidEvent",
+    "MailboxUnavailable",
     "NotifierError",
     "PermanentDeliveryError",
     "StoreUnavailable",

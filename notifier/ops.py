@@ -241,6 +241,11 @@ def print_status(st: Status, title: str) -> None:
     for title, rows in (
         ("failed", st.failures),
         ("delivery unknown: the relay may have these (no reply to the final dot)", st.unknown),
+        (
+            "bounced: accepted by the relay, then reported undeliverable (status, diagnostic)",
+            st.bounced,
+        ),
+        ("suppressed: not sent, the address is on the suppression list", st.suppressed),
     ):
         if rows:
             console.print(_message_table(title, rows))

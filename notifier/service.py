@@ -45,6 +45,7 @@ from notifier.store.deadletter import DeadLetters
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Outbox
 from notifier.store.roster import Roster
+from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
 
@@ -120,6 +121,7 @@ class Service:
                 renderer=self.renderer,
                 clock=self.clock,
                 rand=self.rand,
+                suppressions=AsyncSuppressions(self._aclient),
             )
         return self._delivery
 

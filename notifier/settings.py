@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(5.0, gt=0, le=300)
     rate_limit: float = Field(0.0, ge=0)
     log_format: Literal["text", "json"] = "text"
+    # Bounces: each message leaves with its own envelope sender bounces+TOKEN@domain (a
+    # token naming the message, signed with the secret); without an address the envelope
+    # sender stays the organiser's.
+    bounce_address: str | None = None
+    bounce_secret: SecretStr | None = Field(None, repr=False)
+    bounce_secret_file: Path | None = None
+    # The mailbox `notifier bounces poll` reads (TLS always on and verified).
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int = Field(993, ge=1, le=65535)
+    bounce_imap_tls: Literal["tls", "starttls"] = "tls"
+    bounce_imap_user: str | None = None
+    bounce_imap_password: SecretStr | None = Field(None, repr=False)
+    bounce_imap_password_file: Path | None = None
+    bounce_imap_folder: str = "INBOX"
+    bounce_imap_done_folder: str = "notifier-processed"
+    bounce_imap_ca_file: Path | None = None
+    # How long an address stays suppressed after its hard bounce or complaint.
+    suppression_days: int = Field(365, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -68,6 +86,7 @@ class Settings(BaseSettings):
                 "NOTIFIER_SMTP_USERNAME is set but neither NOTIFIER_SMTP_PASSWORD"
                 " nor NOTIFIER_SMTP_PASSWORD_FILE is"
             )
+        _check_bounce_settings(self)
         for url_field in ("broker_url", "redis_url"):
             url = getattr(self, url_field)
             if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -81,6 +100,17 @@ class Settings(BaseSettings):
                 object.__setattr__(self, url_field, verified)
         return self
 
+    def bounce_key(self) -> bytes | None:
+        """The secret that signs return-path tokens, from the file setting if that is used;
+        None when bounces are not set up."""
+        if self.bounce_address is None:
+            return None
+        value = _secret(self.bounce_secret, self.bounce_secret_file)
+        return value.encode("utf-8") if value else None
+
+    def imap_password(self) -> str | None:
+        return _secret(self.bounce_imap_password, self.bounce_imap_password_file)
+
     def smtp_secret(self) -> str | None:
         """The SMTP password, read from the file setting if that is used."""
         if self.smtp_password is not None:
@@ -88,6 +118,36 @@ class Settings(BaseSettings):
         if self.smtp_password_file is not None:
             return self.smtp_password_file.read_text(encoding="utf-8").strip()
         return None
+
+
+def _secret(value: SecretStr | None, path: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip()
+    return None
+
+
+MIN_BOUNCE_SECRET = 16
+
+
+def _check_bounce_settings(s: Settings) -> None:
+    if s.bounce_address is None:
+        return
+    local, at, domain = s.bounce_address.rpartition("@")
+    if not at or not local or not domain or "+" in local:
+        raise ValueError(
+            "NOTIFIER_BOUNCE_ADDRESS must be an address like bounces@kl.dk (without a '+')"
+        )
+    if s.bounce_secret is None and s.bounce_secret_file is None:
+        raise ValueError(
+            "NOTIFIER_BOUNCE_ADDRESS is set but neither NOTIFIER_BOUNCE_SECRET"
+            " nor NOTIFIER_BOUNCE_SECRET_FILE is"
+        )
+    if s.bounce_secret is not None and len(s.bounce_secret.get_secret_value()) < MIN_BOUNCE_SECRET:
+        raise ValueError(f"NOTIFIER_BOUNCE_SECRET must be at least {MIN_BOUNCE_SECRET} characters")
+    if s.bounce_secret_file is not None and not s.bounce_secret_file.is_file():
+        raise ValueError(f"NOTIFIER_BOUNCE_SECRET_FILE: no such file: {s.bounce_secret_file}")
 
 
 def env_name(field: str) -> str:

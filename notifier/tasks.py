@@ -21,7 +21,7 @@ from notifier import broker, logs
 from notifier.errors import StoreUnavailable
 from notifier.service import Service
 from notifier.settings import Settings
-from notifier.store.purge import purge_expired
+from notifier.store.purge import purge_expired, purge_suppressions
 
 # What a registration system or a worker host imports; the rest serves the worker.
 __all__ = ["DELIVER", "INGEST", "PURGE", "QUEUE", "SCHEDULE", "create_app"]
@@ -187,7 +187,10 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     @app.task(name=PURGE)  # type: ignore[untyped-decorator]
     def purge() -> None:
         svc = runtime.service()
-        purge_expired(svc.r, svc.conferences, svc.clock())
+        now = svc.clock()
+        purge_expired(svc.r, svc.conferences, now)
+        # Suppressions belong to no conference: each is kept NOTIFIER_SUPPRESSION_DAYS.
+        purge_suppressions(svc.r, now.timestamp() - settings.suppression_days * 86_400)
 
 
 def _connect_signals(runtime: _Runtime, settings: Settings) -> None:

@@ -126,6 +126,10 @@ class Conference(_Model):
         # fields (and the nested models') each time. The model is frozen: hash once.
         return self.field_hash
 
+    def __eq__(self, other: object) -> bool:
+        # The caches find the very same object almost always; pydantic compares every field.
+        return self is other or super().__eq__(other)
+
     @cached_property
     def field_hash(self) -> int:
         return hash(tuple(getattr(self, name) for name in type(self).model_fields))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, time
+from functools import lru_cache
 from typing import Literal
 
 Method = Literal["REQUEST", "CANCEL"]
@@ -35,6 +36,9 @@ class InviteFacts:
     def text(self, method: Method) -> str:
         """Canonical text of what an invite with these facts and `method` carries: two
         invites say the same thing exactly when their texts are equal."""
+        return _text(self, method)
+
+    def _text(self, method: Method) -> str:
         return json.dumps(
             {
                 "method": method,
@@ -66,6 +70,12 @@ class InviteFacts:
             bool(d["cancelled"]),
         )
         return facts, d["method"]
+
+
+@lru_cache(maxsize=64)
+def _text(facts: InviteFacts, method: Method) -> str:
+    # Asked for every mail with an invite, and the same few facts every time.
+    return facts._text(method)
 
 
 Aspect = Literal["summary", "date", "time", "location", "status"]

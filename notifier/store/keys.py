@@ -18,6 +18,11 @@ RETRY = f"{PREFIX}:retry"  # zset: message key -> due time (epoch s)
 QUEUED = f"{PREFIX}:queued"  # zset: message key -> enqueued at (epoch s), for the sweeper
 FAILED = f"{PREFIX}:failed"  # set: keys of failed messages, for status
 UNKNOWN = f"{PREFIX}:unknown"  # set: keys of messages whose delivery is unknown, for status
+BOUNCED = f"{PREFIX}:bounced"  # set: keys of messages a relay bounced after its 250, for status
+SUPPRESSED = f"{PREFIX}:suppressed"  # set: keys of messages settled without SMTP, for status
+BOUNCE_IDS = f"{PREFIX}:bounce-ids"  # hash: bounce id (the return path's) -> message key
+SUPPRESSIONS = f"{PREFIX}:suppressions"  # hash: normalised address -> JSON {reason, at, message}
+BOUNCE_STATS = f"{PREFIX}:bounce-stats"  # hash: outcome of a received report -> count
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
 DEAD_ORDER = f"{PREFIX}:dead:order"  # zset: dead-letter id -> time
@@ -43,6 +48,11 @@ def batch_counts(batch_id: str) -> str:
 
 def batch_members(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:messages"
+
+
+def bounce_report(digest: str) -> str:
+    """String with a TTL: a received report with this fingerprint digest was handled."""
+    return f"{PREFIX}:bounce-seen:{digest}"
 
 
 def roster(conference: str) -> str:

@@ -1,8 +1,11 @@
 """The outbox: one Redis hash per message with its state, attempts and last SMTP reply.
 
-States: queued -> sending -> sent | retrying | failed | skipped | unknown; retrying -> sending
-again. `unknown`: the relay may have the message (no reply to the final dot) and the one
-resend allowed for that has been used up, so it is not sent again.
+States: queued -> sending -> sent | retrying | failed | skipped | unknown | suppressed;
+retrying -> sending again; sent | unknown -> bounced. `unknown`: the relay may have the message
+(no reply to the final dot) and the one resend allowed for that has been used up, so it is not
+sent again. `suppressed`: its address is on the suppression list, so it was settled without
+SMTP. `bounced`: the relay accepted it, and a delivery report came back later saying it could
+not be delivered (a hard failure).
 
 Times that workers compare with each other (claim leases, retry due times, the sweeper's
 cut-offs) are read from Redis's own clock (`TIME`) inside the scripts, so workers whose
@@ -25,13 +28,25 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from notifier.bounces.token import message_id
 from notifier.domain.notice import SEAT_KINDS, Notice
 from notifier.store import keys, lua
 from notifier.store.codec import text
 from notifier.store.pipelining import Pipelined, Script
 
-STATES = ("queued", "sending", "retrying", "sent", "failed", "skipped", "unknown")
-FINAL = frozenset({"sent", "failed", "skipped", "unknown"})
+STATES = (
+    "queued",
+    "sending",
+    "retrying",
+    "sent",
+    "failed",
+    "skipped",
+    "unknown",
+    "bounced",
+    "suppressed",
+)
+# `sent` and `unknown` are final for sending; only a delivery report moves them on (bounced).
+FINAL = frozenset({"sent", "failed", "skipped", "unknown", "bounced", "suppressed"})
 
 # Every transition's script, from scripts/*.lua (each names its KEYS and ARGV at the top).
 _CREATE = lua.source("create.lua")
@@ -42,6 +57,7 @@ _RENEW = lua.source("renew.lua")
 _DUE = lua.source("due.lua")
 _SKIP = lua.source("skip.lua")  # the retention purge's: settle an unsent message
 _CARRY = lua.source("carry.lua")  # record on the seat what an invite mail carries
+_BOUNCE = lua.source("bounce.lua")  # what a delivery report said after the relay's 250
 
 # Key formats for messages created before their key names were stored in them (see keys.py).
 _BATCH_COUNTS = keys.template(keys.batch_counts)
@@ -70,10 +86,20 @@ class Record:
     registration: str
     batch: str
     notice: Notice
+    # The envelope recipient the finish recorded; for messages finished before it was
+    # recorded, the notice's (a reminder's notice may name a placeholder: see finish.lua).
+    sent_to: str = ""
+    bounce_status: str = ""  # the rest: what a delivery report said, if one came
+    bounce_diagnostic: str = ""
+    bounced_at: float | None = None
+    delay_status: str = ""
+    delay_diagnostic: str = ""
+    delayed_at: float | None = None
 
 
 Call = tuple[list[str], list[Any]]
-FINISH_STATES = ("sent", "failed", "retrying", "skipped", "unknown")
+FINISH_STATES = ("sent", "failed", "retrying", "skipped", "unknown", "suppressed")
+MAX_DIAGNOSTIC = 1000  # a report's diagnostic is kept up to this many characters
 
 
 def _stamp(store_clock: StoreClock | None) -> str | float:
@@ -88,7 +114,7 @@ def _claim_call(key: str, now: str | float, lease: float) -> Call:
 
 
 def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
-    k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED]
+    k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED, keys.BOUNCE_IDS]
     if notice.batch:
         k += [keys.batch_counts(notice.batch), keys.batch_members(notice.batch)]
     # A reminder or update goes to whoever holds the seat when it is sent, and every invite
@@ -104,6 +130,7 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
         notice.kind.value,
         store_now,
         seat,
+        message_id(notice.key),
     ]
     return k, a
 
@@ -120,20 +147,29 @@ def _claimed(key: str, reply: Any) -> Claim | None:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """How a claimed send ends: the state, the reply to record, the delay before a retry."""
+    """How a claimed send ends: the state, the reply to record (for "suppressed", the
+    suppression's reason), the delay before a retry, and the envelope recipient ('' keeps
+    what is stored), which a later bounce reads as the address that failed."""
 
     state: str
     reply: str
     delay: float = 0.0
+    recipient: str = ""
 
 
 def _finish_call(claim: Claim, end: Settlement, now: str | float, resends: int) -> Call:
     if end.state not in FINISH_STATES:
         raise ValueError(f"not a state to finish in: {end.state}")
-    return (
-        [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.UNKNOWN, keys.FAILED],
-        [claim.key, now, claim.token, end.state, end.reply, end.delay, resends, _BATCH_COUNTS],
-    )
+    k = [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.UNKNOWN]
+    k += [keys.FAILED, keys.SUPPRESSED, keys.BOUNCE_IDS]
+    a: list[Any] = [claim.key, now, claim.token, end.state, end.reply, end.delay, resends]
+    a += [_BATCH_COUNTS, end.recipient, message_id(claim.key)]
+    return k, a
+
+
+def _bounce_call(key: str, mode: str, status: str, diagnostic: str, now: float) -> Call:
+    k = [keys.message(key), keys.COUNTS, keys.BOUNCED, keys.UNKNOWN]
+    return k, [key, mode, status, diagnostic[:MAX_DIAGNOSTIC], now, _BATCH_COUNTS]
 
 
 def _defer_call(key: str, now: str | float, due: float) -> Call:
@@ -227,6 +263,7 @@ class Outbox:
         self._finish = client.register_script(_FINISH)
         self._defer = client.register_script(_DEFER)
         self._due = client.register_script(_DUE)
+        self._bounce = client.register_script(_BOUNCE)
 
     def create(self, notice: Notice, now: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Add a queued message unless its key exists (then nothing changes). `now` is the
@@ -255,6 +292,25 @@ class Outbox:
         k, a = _defer_call(key, _stamp(self.store_clock), due)
         return bool(self._defer(keys=k, args=a))
 
+    def bounce(self, key: str, status: str, diagnostic: str, now: float) -> str:
+        """A hard bounce for a message the relay had accepted: "bounced" when it moved from
+        sent (or unknown) to bounced, or was bounced already (a second report moves
+        nothing); otherwise the state found ("queued", "failed", ...; "missing" when there
+        is no such message), and nothing changes. `now` is epoch seconds, kept as given."""
+        k, a = _bounce_call(key, "bounced", status, diagnostic, now)
+        return text(self._bounce(keys=k, args=a))
+
+    def delay(self, key: str, status: str, diagnostic: str, now: float) -> bool:
+        """Record a delay report on a sent (or unknown) message; its state stays. False
+        when the message is in another state or missing (nothing changes)."""
+        k, a = _bounce_call(key, "delayed", status, diagnostic, now)
+        return text(self._bounce(keys=k, args=a)) == "delayed"
+
+    def key_for_bounce_id(self, bid: str) -> str | None:
+        """The message whose return path carries this id, if the store knows it."""
+        found = self.r.hget(keys.BOUNCE_IDS, bid)
+        return text(found) if found is not None else None
+
     def get(self, key: str) -> Record | None:
         data = self.r.hgetall(keys.message(key))
         return self._record(key, data) if data else None
@@ -262,6 +318,7 @@ class Outbox:
     @staticmethod
     def _record(key: str, data: dict[Any, Any]) -> Record:
         d = {text(k): text(v) for k, v in data.items()}
+        notice = Notice.from_json(d["notice"])
         return Record(
             key=key,
             state=d["state"],
@@ -270,7 +327,14 @@ class Outbox:
             kind=d["kind"],
             registration=d["registration"],
             batch=d["batch"],
-            notice=Notice.from_json(d["notice"]),
+            notice=notice,
+            sent_to=d.get("sent_to") or notice.recipient.email,
+            bounce_status=d.get("bounce_status", ""),
+            bounce_diagnostic=d.get("bounce_diagnostic", ""),
+            bounced_at=_number(d.get("bounced_at")),
+            delay_status=d.get("delay_status", ""),
+            delay_diagnostic=d.get("delay_diagnostic", ""),
+            delayed_at=_number(d.get("delayed_at")),
         )
 
     def states(self, message_keys: Sequence[str]) -> dict[str, str | None]:
@@ -321,6 +385,16 @@ class Outbox:
     def failed_keys(self) -> list[str]:
         return sorted(text(k) for k in self.r.smembers(keys.FAILED))
 
+    def bounced_keys(self) -> list[str]:
+        return sorted(text(k) for k in self.r.smembers(keys.BOUNCED))
+
+    def suppressed_keys(self) -> list[str]:
+        return sorted(text(k) for k in self.r.smembers(keys.SUPPRESSED))
+
     def keys_in(self, batch: str) -> Iterable[str]:
         for k in self.r.sscan_iter(keys.batch_members(batch), count=1000):
             yield text(k)
+
+
+def _number(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -10,13 +10,20 @@ conference file's `retention_days`, default 30). What the purge does, per Redis 
   who can guess the address (fornavn.efternavn@kommune.dk) can confirm it, so it is personal
   data too. Status, times and SEQUENCE values stay.
 - outbox messages, `notifier:msg:<key>` whose stored notice names the conference: recipient,
-  previous and successor are replaced, the invite UID too, and addresses (and the names of
-  the notice's people) are cut out of `last_reply`. State, attempts, kind, batch,
+  previous and successor are replaced, the invite UID too, the envelope recipient
+  (`sent_to`) too, and addresses (and the names of the notice's people) are cut out of
+  `last_reply` and of a delivery report's diagnostics (`bounce_diagnostic`,
+  `delay_diagnostic`, also cut to 200 characters). State, attempts, kind, batch,
   registration id and times stay, so `notifier status` counts are unchanged. A message that
   has not settled (queued, retrying, or a claim whose lease ran out) would otherwise be sent
   to the placeholder address later: the outbox's skip script settles it as `skipped`,
   moving the counters and the sweeper's indexes as every other transition does. A message
   held by a live claim is left alone and counted as busy; the next run takes it.
+- the messages' bounce ids, in the hash `notifier:bounce-ids`: removed, so a report that
+  arrives later is unmatched. Suppression entries whose message is one of the conference's
+  (hash `notifier:suppressions`) lose that link, so that no entry ties an address to the
+  conference; the address stays suppressed. Suppressions are not per conference: the
+  retention purge removes them by age (`purge_suppressions`).
 - dead letters, in the hash `notifier:dead`, whose payload's `conference` is the slug (the
   payload may be an object or JSON text): the payload is dropped, `purged_at` is set, and
   addresses and the payload's names are cut out of the reason, event id, type and field
@@ -52,6 +59,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from notifier.bounces.token import message_id
 from notifier.domain.conference import Conference
 from notifier.domain.notice import Notice, Person
 from notifier.domain.plan import Seat
@@ -60,6 +68,7 @@ from notifier.loading import Conferences
 from notifier.mail import danish
 from notifier.store import keys, outbox
 from notifier.store.codec import text
+from notifier.store.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +80,8 @@ ANON_UID = "anonymiseret"
 ANON_TEXT = "[fjernet]"
 SETTLED_REPLY = "not sent: personal data purged after the retention period"
 PAGE = 500
+MAX_DIAGNOSTIC = 200  # a purged delivery report's diagnostic keeps at most this much
+REPORT_FIELDS = ("bounce_diagnostic", "delay_diagnostic")
 
 # Anything shaped like an address: the local part may hold quotes and most punctuation.
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
@@ -244,10 +255,11 @@ class PurgeReport:
     busy: int = 0  # held by a live claim: left for the next run
     dead_letters: int = 0  # dead letters cleared in this run
     dead_letters_found: int = 0
+    suppressions: int = 0  # suppression entries unlinked from the conference's messages
 
     @property
     def changed(self) -> int:
-        return self.seats + self.messages + self.dead_letters
+        return self.seats + self.messages + self.dead_letters + self.suppressions
 
     def lines(self) -> list[str]:
         verb = "would anonymise" if self.dry_run else "anonymised"
@@ -258,6 +270,12 @@ class PurgeReport:
             f"dead letters: {'would clear' if self.dry_run else 'cleared'} "
             f"{self.dead_letters} of {self.dead_letters_found}",
         ]
+        if self.suppressions:
+            verb = "would unlink" if self.dry_run else "unlinked"
+            lines.append(
+                f"suppressions: {verb} {self.suppressions} from this conference's messages "
+                "(the addresses stay suppressed)"
+            )
         if self.busy:
             lines.append(f"{self.busy} message(s) being sent right now: the next run takes them")
         if not self.changed and not self.busy:
@@ -273,7 +291,8 @@ class PurgeReport:
         return (
             f"seats={self.seats}/{self.seats_found} messages={self.messages}/"
             f"{self.messages_found} settled={self.settled} busy={self.busy} "
-            f"dead_letters={self.dead_letters}/{self.dead_letters_found} dry_run={self.dry_run}"
+            f"dead_letters={self.dead_letters}/{self.dead_letters_found} "
+            f"suppressions={self.suppressions} dry_run={self.dry_run}"
         )
 
 
@@ -320,6 +339,13 @@ def purge_expired(
     return reports
 
 
+def purge_suppressions(client: redis.Redis, older_than: float) -> int:
+    """Remove suppression entries made before `older_than` (epoch seconds: the caller's now
+    minus the suppression retention); how many went. Suppressions are not per conference,
+    so they have a retention of their own rather than a conference's."""
+    return Suppressions(client).purge_older_than(older_than)
+
+
 Writes = Callable[[Any], None]  # queues writes on a transaction's pipeline
 
 
@@ -333,11 +359,14 @@ class _Purge:
         self.reports = {
             c.slug: PurgeReport(c.slug, retention_ends(c), dry_run=dry_run) for c in confs
         }
+        self.found: dict[str, set[str]] = {slug: set() for slug in self.reports}  # bare keys
 
     def run(self) -> dict[str, PurgeReport]:
         for slug in self.reports:
             self._seats(slug)
         self._messages()
+        for slug, found in self.found.items():
+            self._links(slug, found)
         self._dead_letters()
         return self.reports
 
@@ -401,6 +430,7 @@ class _Purge:
             if slug not in self.reports:
                 continue
             outcome = self._update(rkey, partial(self._message_change, rkey))
+            self.found[slug].add(rkey.removeprefix(keys.message("")))
             report = self.reports[slug]
             report.messages_found += outcome != "gone"
             report.busy += outcome == "busy"
@@ -416,17 +446,40 @@ class _Purge:
             return "busy", None
         notice = Notice.from_json(d["notice"])
         anon = anonymise_notice(notice)
-        reply = scrub(d.get("last_reply", ""), people_of(notice))
+        people = people_of(notice)
+        if d.get("sent_to"):  # a reminder's real address: its notice names a placeholder
+            people.append(Person("", d["sent_to"]))
+        reply = scrub(d.get("last_reply", ""), people)
         if state not in ("queued", "retrying", "sending"):
-            if anon == notice and reply == d.get("last_reply", ""):
-                return "unchanged", None
             fields = {"notice": anon.to_json(), "last_reply": reply}
+            fields |= _scrubbed_reports(d, people)
+            if anon == notice and all(d.get(f) == v for f, v in fields.items() if f != "notice"):
+                return "unchanged", None
             return "anonymised", lambda p: p.hset(rkey, mapping=fields)
         # Not settled: it would be sent to the placeholder later. The outbox's skip script
         # settles it: state, per-state counters (global and batch) and sweeper indexes.
         last = f"{SETTLED_REPLY} (last reply: {reply})" if reply else SETTLED_REPLY
         bare = rkey.removeprefix(keys.message(""))
-        return "settled", lambda p: outbox.skip(p, bare, anon, last, self.now)
+        reports = _scrubbed_reports(d, people)  # a retry records the address it went to
+
+        def settle(p: Any) -> None:
+            outbox.skip(p, bare, anon, last, self.now)
+            if reports:
+                p.hset(rkey, mapping=reports)
+
+        return "settled", settle
+
+    # what links to the messages: bounce ids and suppression entries
+
+    def _links(self, slug: str, bare_keys: set[str]) -> None:
+        if not bare_keys:
+            return
+        if not self.dry:
+            ids = sorted({message_id(k) for k in bare_keys})
+            for start in range(0, len(ids), PAGE):
+                self.r.hdel(keys.BOUNCE_IDS, *ids[start : start + PAGE])
+        unlinked = Suppressions(self.r).unlink_messages(bare_keys, dry_run=self.dry)
+        self.reports[slug].suppressions += unlinked
 
     # dead letters
 
@@ -455,6 +508,15 @@ class _Purge:
         anon["conference"] = slug  # the payload that named it is gone
         body = json.dumps(anon, ensure_ascii=False, default=str)
         return True, lambda p: p.hset(keys.DEAD, dl_id, body)
+
+
+def _scrubbed_reports(d: Mapping[str, str], people: list[Person]) -> dict[str, str]:
+    """A delivery report's diagnostics without people (cut: a report quotes whole bounce
+    messages), and the envelope recipient replaced; only the fields the message has."""
+    out = {f: scrub(d[f], people)[:MAX_DIAGNOSTIC] for f in REPORT_FIELDS if d.get(f)}
+    if d.get("sent_to"):
+        out["sent_to"] = ANON_EMAIL
+    return out
 
 
 def _notice_conference(raw: bytes | str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""Delivery status for organisers and other tools: counts per state and the failures."""
+"""Delivery status for organisers and other tools: counts per state, the failures, and the
+messages that bounced after the relay's 250 or were suppressed."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from notifier.store.roster import Roster
 
 __all__ = ["Failure", "Status", "status"]
 
-FINISHED = ("sent", "failed", "skipped", "unknown")
+FINISHED = ("sent", "failed", "skipped", "unknown", "bounced", "suppressed")
+# The states whose messages status lists one by one (each with its reply).
+LISTED = ("failed", "unknown", "bounced", "suppressed")
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
+    """One listed message. `recipient` is the address it went to (a reminder's real one);
+    `reply` the last SMTP reply, for a bounced message the report's status and diagnostic,
+    for a suppressed one the suppression's reason."""
+
     key: str
     registration: str
     recipient: str
@@ -31,6 +38,8 @@ class Status:
     failures: tuple[Failure, ...]
     batch: BatchInfo | None = None
     unknown: tuple[Failure, ...] = ()  # the relay may have these: no reply to the final dot
+    bounced: tuple[Failure, ...] = ()  # accepted by the relay, then reported undeliverable
+    suppressed: tuple[Failure, ...] = ()  # not sent: the address is on the suppression list
 
     @property
     def total(self) -> int:
@@ -49,18 +58,19 @@ class Status:
 
 
 def _failure(record: Record) -> Failure:
-    return Failure(
-        record.key,
-        record.registration,
-        record.notice.recipient.email,
-        record.attempts,
-        record.last_reply,
-    )
+    reply = record.last_reply
+    if record.state == "bounced":
+        reply = f"{record.bounce_status} {record.bounce_diagnostic}".strip()
+    return Failure(record.key, record.registration, record.sent_to, record.attempts, reply)
+
+
+def _rows(records: list[Record], state: str) -> tuple[Failure, ...]:
+    return tuple(_failure(r) for r in records if r.state == state)
 
 
 def status(client: redis.Redis, batch: str | None = None, *, failures: bool = True) -> Status:
-    """Counts per state (all messages, or one batch); every failed message and every message
-    whose delivery is unknown, with its reply.
+    """Counts per state (all messages, or one batch); every failed, unknown, bounced and
+    suppressed message, with its reply.
 
     `batch` is a batch key ("conference:batch-id") or a batch id that names one batch.
     With failures=False only the counts are read (cheap enough to poll).
@@ -71,13 +81,12 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
     """
     outbox = Outbox(client)
     if batch is None:
-        everywhere = outbox.records(outbox.failed_keys()) if failures else []
-        unsure = outbox.records(outbox.unknown_keys()) if failures else []
-        return Status(
-            outbox.counts(),
-            tuple(_failure(r) for r in everywhere),
-            unknown=tuple(_failure(r) for r in unsure),
-        )
+        rows: list[Record] = []
+        if failures:
+            listed = outbox.failed_keys() + outbox.unknown_keys()
+            listed += outbox.bounced_keys() + outbox.suppressed_keys()
+            rows = outbox.records(listed)
+        return _status(outbox.counts(), rows, None)
     batches = Batches(client, outbox, Roster(client, outbox))
     found = batches.find(batch)
     if len(found) != 1:
@@ -85,11 +94,17 @@ def status(client: redis.Redis, batch: str | None = None, *, failures: bool = Tr
     info = batches.get(found[0])
     counts = outbox.counts(found[0])
     records: list[Record] = []
-    if failures and (counts["failed"] or counts["unknown"]):
+    if failures and any(counts[s] for s in LISTED):
         records = outbox.records(sorted(outbox.keys_in(found[0])))
+    return _status({s: counts[s] for s in STATES}, records, info)
+
+
+def _status(counts: dict[str, int], records: list[Record], info: BatchInfo | None) -> Status:
     return Status(
-        {s: counts[s] for s in STATES},
-        tuple(_failure(r) for r in records if r.state == "failed"),
+        counts,
+        _rows(records, "failed"),
         info,
-        tuple(_failure(r) for r in records if r.state == "unknown"),
+        unknown=_rows(records, "unknown"),
+        bounced=_rows(records, "bounced"),
+        suppressed=_rows(records, "suppressed"),
     )

@@ -105,6 +105,8 @@ def test_permanent_failure_is_failed_at_once(service: Callable[..., Service], si
         "failed": 1,
         "skipped": 0,
         "unknown": 0,
+        "bounced": 0,
+        "suppressed": 0,
     }
 
 

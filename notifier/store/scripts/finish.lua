@@ -2,11 +2,16 @@
 -- include: _clock.lua _move.lua
 -- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] sending index
 -- KEYS[4] retry index        KEYS[5] unknown set     KEYS[6] failed set
+-- KEYS[7] suppressed set     KEYS[8] bounce ids (hash: id -> message key)
 -- ARGV[1] bare message key   ARGV[2] store now ('' for Redis's clock)
 -- ARGV[3] token (the claim's attempt number)   ARGV[4] the state it ends in
--- ARGV[5] SMTP reply   ARGV[6] delay before a retry (seconds)
+-- ARGV[5] SMTP reply (for 'suppressed': the suppression's reason)
+-- ARGV[6] delay before a retry (seconds)
 -- ARGV[7] resends allowed after an unknown outcome
 -- ARGV[8] keys.template(keys.batch_counts), for messages created by an earlier version
+-- ARGV[9] the envelope recipient ('' keeps what is stored): a reminder's notice names a
+--   placeholder, and a bounce must learn the real address from the message
+-- ARGV[10] the message's bounce id
 -- 'unknown' becomes 'retrying' while resends are left.
 -- Returns 0 when the claim was lost, 1 when recorded, 2 when an unknown outcome became a
 -- retry.
@@ -21,9 +26,16 @@ if to == 'unknown' then
   if seen <= tonumber(ARGV[7]) then to = 'retrying'; result = 2 end
 end
 redis.call('HSET', KEYS[1], 'state', to, 'last_reply', ARGV[5], 'updated_at', now)
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'sent_to', ARGV[9]) end
 move(KEYS[1], KEYS[2], ARGV[8], 'sending', to)
 redis.call('ZREM', KEYS[3], ARGV[1])
 if to == 'failed' then redis.call('SADD', KEYS[6], ARGV[1]) end
 if to == 'unknown' then redis.call('SADD', KEYS[5], ARGV[1]) end
+if to == 'suppressed' then redis.call('SADD', KEYS[7], ARGV[1]) end
 if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), ARGV[1]) end
+-- A message the relay may have can bounce: its id must lead back to it, also when it was
+-- created before create.lua wrote the id (queued across the upgrade).
+if to == 'sent' or to == 'unknown' or result == 2 then
+  redis.call('HSET', KEYS[8], ARGV[10], ARGV[1])
+end
 return result
