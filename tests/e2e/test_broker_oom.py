@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from notifier.broker import INFLIGHT_REGISTRY
 from notifier.tasks import QUEUE
 from tests.conftest import wait_for
 from tests.e2e.conftest import NamedWorker, Stack
@@ -75,9 +76,12 @@ def test_a_task_popped_while_redis_is_full_is_kept_and_the_worker_lives(
 
     wait_for(lambda: WAITING in w.text() or not w.alive(), 30, "the worker to meet the OOM")
     assert w.alive() and "Unrecoverable error" not in w.text(), w.text()[-3000:]
-    # Exactly one task has left the queue, and Redis has no record of it: its only copy is in
-    # the waiting worker. (It takes no other while it waits.)
-    assert s.client.llen(QUEUE) == EVENTS - 1
+    # At most one task has left the queue: the pop the stopped worker had pending, if it had
+    # one (a pop sent after the store filled up is refused). It is in the worker's in-flight
+    # list, not recorded as unacknowledged, and the worker takes no other while it waits.
+    inflight = sum(int(s.client.llen(k)) for k in s.client.hkeys(INFLIGHT_REGISTRY))
+    assert s.client.llen(QUEUE) + inflight == EVENTS
+    assert inflight <= 1
     assert s.client.hlen("unacked") == 0
 
     s.client.config_set("maxmemory", 0)
