@@ -60,6 +60,7 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(("Failure", "Status", "status"), "notifier.store.status"),
     **dict.fromkeys(
         (
+            "BrokerUnavailable",
             "ConferenceCancelled",
             "ConfigError",
             "DeliveryError",
@@ -87,6 +88,7 @@ __all__ = [
     "SCHEDULE",
     "Attendee",
     "Batch",
+    "BrokerUnavailable",
     "ConferenceCancelled",
     "ConferenceUpdated",
     "ConfigError",
@@ -137,6 +139,7 @@ if TYPE_CHECKING:  # for type checkers only: at run time these load on first use
         parse_event,
     )
     from notifier.errors import (
+        BrokerUnavailable,
         ConferenceCancelled,
         ConfigError,
         DeliveryError,

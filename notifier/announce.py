@@ -10,13 +10,13 @@ again, per message, when it sends (notifier.domain.itip), with the same rule
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import click
@@ -37,7 +37,6 @@ from notifier.store.codec import text
 from notifier.store.deadletter import DeadLetters
 from notifier.store.outbox import Outbox
 from notifier.store.roster import Roster
-from notifier.store.status import status
 
 console = ops.console
 NOTHING_CHANGED = (
@@ -143,35 +142,85 @@ def write_sample(
 
 
 def update_command(
-    settings: Settings, conference: str, dry: bool, allow_past: bool, timeout: float, out: Path
+    settings: Settings,
+    conference: str,
+    dry: bool,
+    allow_past: bool,
+    timeout: float,
+    out: Path,
+    *,
+    as_json: bool = False,
 ) -> None:
-    conf = ops._conference(settings, conference)
-    now = datetime.now(UTC)
-    ops.refuse_if_past(conf, now, allow_past, what="updates")
-    client = ops._client(settings)
-    fc = forecast(seats_of(client, conf), conf)
-    show(fc, conf)
+    """With as_json, the forecast and the summary are one JSON document on stdout
+    (forecast_document, then the batch's status); notes go to stderr."""
+    with ops.json_output(as_json):
+        conf = ops._conference(settings, conference)
+        now = datetime.now(UTC)
+        ops.refuse_if_past(conf, now, allow_past, what="updates")
+        client = ops._client(settings)
+        fc = forecast(seats_of(client, conf), conf)
+        doc = forecast_document(fc, conf, dry)
+        if not as_json:
+            show(fc, conf)
+        if not fc.recipients or dry:
+            _stop_early(settings, conf, fc, now, out, doc if as_json else None)
+            return
+        started = time.monotonic()
+        event_id = publish_update(settings, conf, now)
+        _say(f"Published {event_id}; waiting for a worker to plan the update batch.")
+        key = wait_for_batch(client, event_id, timeout)
+        _say(f"A worker took it as batch {key}: `notifier status --batch {key}`")
+        _check_announced(client, conf)
+        left = max(timeout - (time.monotonic() - started), 1.0)
+        ops.summarise(client, key, left, as_json, forecast=doc | {"event": event_id})
+
+
+def _stop_early(
+    settings: Settings,
+    conf: Conference,
+    fc: Forecast,
+    now: datetime,
+    out: Path,
+    doc: dict[str, Any] | None,
+) -> None:
+    """Nothing changed, or a dry run: say so (and write the sample mail); `doc`: --json's."""
+    sample = None
     if not fc.recipients:
         _say(NOTHING_CHANGED)
-        return
-    if dry:
+    else:
         _say("Dry run: nothing was published or sent.")
         write_sample(settings, conf, fc.recipients[0], now, out)
-        return
-    started = time.monotonic()
-    event_id = publish_update(settings, conf, now)
-    _say(f"Published {event_id}; waiting for a worker to plan the update batch.")
-    key = wait_for_batch(client, event_id, timeout)
-    _say(f"A worker took it as batch {key}: `notifier status --batch {key}`")
-    _check_announced(client, conf)
-    ops.follow(client, key, max(timeout - (time.monotonic() - started), 1.0))
-    st = ops._retrying(
-        lambda: status(client, key), ops.RECONNECT_SECONDS, "cannot read the summary"
-    )
-    ops.print_status(st, f"batch {key}")
-    ops.print_skipped(client, key)
-    if st.failures:
-        sys.exit(1)
+        sample = str(out)
+    if doc is not None:
+        ops.emit(doc | {"sample": sample})
+
+
+def forecast_document(fc: Forecast, conf: Conference, dry: bool) -> dict[str, Any]:
+    """The forecast as JSON: what `show` prints, as data (the change lines in Danish)."""
+    return {
+        "conference": conf.slug,
+        "dry_run": dry,
+        "changed": bool(fc.recipients),
+        "cancelled": fc.cancelled,
+        "recipients": len(fc.recipients),
+        "groups": [
+            {
+                "count": g.count,
+                "recorded": g.recorded,
+                "changes": [
+                    {
+                        "aspect": line.aspect,
+                        "label": line.label,
+                        "before": line.before,
+                        "after": line.after,
+                    }
+                    for line in g.lines
+                ],
+            }
+            for g in fc.groups
+        ],
+        "not_sent": fc.not_sent,
+    }
 
 
 def publish_update(settings: Settings, conf: Conference, now: datetime) -> str:

@@ -22,6 +22,7 @@ from notifier.mail.samples import SAMPLE_NOW, sample_notice
 from notifier.settings import Settings, load_settings
 
 DEFAULT_CONFERENCE = "digitaliseringstraef-2024"
+JSON_HELP = "One JSON document on stdout, for scripts (no progress bar or tables)."
 
 
 def _settings() -> Settings:
@@ -126,11 +127,20 @@ def preview(kind: str, conference: str, out_dir: Path) -> None:
     show_default=True,
     help="Where --dry-run writes its sample mail.",
 )
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def remind(
-    conference: str, batch: str | None, dry_run: bool, allow_past: bool, timeout: float, out: Path
+    conference: str,
+    batch: str | None,
+    dry_run: bool,
+    allow_past: bool,
+    timeout: float,
+    out: Path,
+    as_json: bool,
 ) -> None:
     """Send a reminder to every current attendee of CONFERENCE and follow it to the end."""
-    ops.remind_command(_settings(), conference, batch, dry_run, allow_past, timeout, out)
+    ops.remind_command(
+        _settings(), conference, batch, dry_run, allow_past, timeout, out, as_json=as_json
+    )
 
 
 @main.command()
@@ -145,17 +155,23 @@ def remind(
     show_default=True,
     help="Where --dry-run writes its sample mail.",
 )
-def update(conference: str, dry_run: bool, allow_past: bool, timeout: float, out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def update(
+    conference: str, dry_run: bool, allow_past: bool, timeout: float, out: Path, as_json: bool
+) -> None:
     """Announce what CONFERENCE's file says now: every current attendee whose invite differs
     gets an update (or, with cancelled = true, a cancellation), followed to the end."""
-    announce.update_command(_settings(), conference, dry_run, allow_past, timeout, out)
+    announce.update_command(
+        _settings(), conference, dry_run, allow_past, timeout, out, as_json=as_json
+    )
 
 
 @main.command()
 @click.option("--batch", help="A batch id (or conference:batch-id).")
-def status(batch: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def status(batch: str | None, as_json: bool) -> None:
     """Messages per delivery state; failed ones with their last SMTP reply."""
-    ops.status_command(_settings(), batch)
+    ops.status_command(_settings(), batch, as_json=as_json)
 
 
 @main.command("dead-letters")
@@ -238,3 +254,46 @@ def suppressions_remove(address: str) -> None:
     from notifier import bounce_ops
 
     bounce_ops.suppressions_remove(_settings(), address)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API (events, organisers' requests, health; docs at /docs) until SIGTERM
+    or SIGINT, which let running requests finish."""
+    from notifier.api.app import serve as run
+
+    run(_settings(), host, port)
+
+
+@main.group()
+def tokens() -> None:
+    """Bearer tokens for the HTTP API (stored only as SHA-256 digests)."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["ingest", "organiser"]), required=True)
+def tokens_create(name: str, scope: str) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    from notifier.api import admin
+
+    admin.create_command(_settings(), name, "ingest" if scope == "ingest" else "organiser")
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """Name, scope, creation and revocation of every token (never the token)."""
+    from notifier.api import admin
+
+    admin.list_command(_settings())
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Stop the token NAME from working, at once."""
+    from notifier.api import admin
+
+    admin.revoke_command(_settings(), name)

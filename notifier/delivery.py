@@ -34,6 +34,7 @@ from notifier.settings import Settings
 from notifier.smtp import Outcome, Sender, Sent
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Claim, Settlement
+from notifier.store.stats import reply_class
 from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
@@ -197,6 +198,7 @@ class Delivery:
             "attempt": claim.token,
             "batch": claim.notice.batch,
         }
+        self._count_reply(outcome)
         if isinstance(outcome, Sent):
             self._sent(claim, outcome, fields, msg.recipient)
         elif isinstance(outcome, DeliveryUnknown):
@@ -207,6 +209,14 @@ class Delivery:
             await self._failed(claim, outcome, fields)
         else:
             await self._retry(claim, outcome, fields)
+
+    def _count_reply(self, outcome: Outcome) -> None:
+        """One count of the outcome's reply class for the metrics, queued before the finish
+        so that both share a pipeline. Not awaited: a statistic lost to a store error must
+        not hold up or fail the send's record (that error reaches the finish as well)."""
+        code = 250 if isinstance(outcome, Sent) else outcome.smtp_code
+        counted = self.outbox.count_reply(reply_class(code))
+        counted.add_done_callback(_ignore_failure)
 
     def _sent(
         self, claim: Claim, outcome: Sent, fields: Mapping[str, object], recipient: str
@@ -353,6 +363,11 @@ class _LeaseKeeper:
         self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+def _ignore_failure(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved, so asyncio does not report it as never retrieved
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,8 @@
     │                              `cancelled = true`: .conference; the event is a dead letter
     ├── UnknownBatch               no batch, or more than one, has this key or id: .batch,
     │                              .candidates; also a LookupError, as status() raised before
+    ├── BrokerUnavailable          the broker did not take a published task (down, refusing
+    │                              writes): nothing is known queued; publish again, same id
     ├── MailboxUnavailable         the bounce mailbox's IMAP server could not be reached or
     │                              dropped the session: nothing was moved, the next poll retries
     ├── StoreUnavailable           Redis did not take a write or answer (down, OOM, READONLY):
@@ -116,6 +118,11 @@ class ConferenceCancelled(NotifierError):
         super().__init__(f"conference {conference} is cancelled: {what}")
 
 
+class BrokerUnavailable(NotifierError):
+    """The broker did not take a published task (down, refusing writes). Nothing is known to
+    be queued; the caller publishes again with the same event id (ingest is idempotent)."""
+
+
 class MailboxUnavailable(NotifierError):
     """The IMAP server of the bounce mailbox could not be reached or dropped the session
     (refused, timeout, reset). Never a verdict on the mail: nothing was moved that was not
@@ -142,6 +149,7 @@ class StoreUnavailable(NotifierError):
 
 
 __all__ = [
+    "BrokerUnavailable",
     "ConferenceCancelled",
     "ConfigError",
     "DeliveryError",

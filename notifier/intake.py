@@ -69,7 +69,7 @@ class Intake:
         self.secret = secret
         self.clock = clock
         self.client = client
-        self.outbox = Outbox(client)
+        self.outbox = Outbox(client, webhooks=settings.webhooks_enabled)
         self.suppressions = Suppressions(client)
         self.log = BounceLog(client)
         self.dead = DeadLetters(client)

@@ -3,10 +3,12 @@ that `notifier update` (notifier.announce) shares with remind."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,7 +107,8 @@ def refuse_if_cancelled(conf: Conference) -> None:
         )
 
 
-def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> None:
+def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> dict[str, Any]:
+    """Count the recipients and write one sample mail; what it found, for --json."""
     client = _client(settings)
     outbox = Outbox(client)
     roster = Roster(client, outbox)
@@ -116,8 +119,14 @@ def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> N
         f"reminder ({len(seats) - len(active)} seat(s) cancelled or newer). "
         "Nothing was sent or published."
     )
+    found: dict[str, Any] = {
+        "recipients": len(active),
+        "not_sent": len(seats) - len(active),
+        "sample": None,
+        "sample_registration": None,
+    }
     if not active:
-        return
+        return found
     seat = active[0]
     probe = Notice("dry-run", Kind.REMINDER, conf.slug, seat.registration, seat.attendee)
     notice = prepare(probe, seat, conf).notice
@@ -125,6 +134,7 @@ def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> N
     msg = compose(notice, conf, renderer(settings.templates_dir), now=now)
     out.write_bytes(msg.data)
     console.print(f"Sample mail (to registration {seat.registration}): {out}")
+    return found | {"sample": str(out), "sample_registration": seat.registration}
 
 
 def _columns() -> tuple[ProgressColumn, ...]:
@@ -176,13 +186,19 @@ class _Outage:
 
 
 def follow(
-    client: redis.Redis, key: str, timeout: float, *, reconnect: float = RECONNECT_SECONDS
+    client: redis.Redis,
+    key: str,
+    timeout: float,
+    *,
+    reconnect: float = RECONNECT_SECONDS,
+    quiet: bool = False,
 ) -> Status:
     """Show a progress bar until every message of the batch is settled. When Redis stops
-    answering (a restart), the bar says it is reconnecting, for at most `reconnect` s."""
+    answering (a restart), the bar says it is reconnecting, for at most `reconnect` s.
+    quiet: follow without the bar (--json)."""
     deadline = time.monotonic() + timeout
     outage = _Outage(key, reconnect)
-    with Progress(*_columns(), console=console, transient=False) as bar:
+    with Progress(*_columns(), console=console, transient=False, disable=quiet) as bar:
         task = bar.add_task(WAITING, total=None, sent=0, failed=0, skipped=0, retrying=0, unknown=0)
         while True:
             try:
@@ -292,33 +308,56 @@ def remind_command(
     allow_past: bool,
     timeout: float,
     out: Path,
+    *,
+    as_json: bool = False,
 ) -> None:
-    conf = _conference(settings, conference)
-    refuse_if_cancelled(conf)
-    now = datetime.now(UTC)
-    refuse_if_past(conf, now, allow_past)
-    if dry:
-        dry_run(settings, conf, now, out)
-        return
-    batch_id = batch or DEFAULT_BATCH
-    key = batch_key(conf.slug, batch_id)
-    event = {
-        "id": f"remind:{key}",
-        "type": "reminder.requested",
-        "occurred_at": now.isoformat(),
-        "conference": conf.slug,
-        "batch": {"id": batch_id},
-    }
-    publish_events(settings, [event])
-    console.print(
-        f"Requested batch {key}. The same command again sends nothing new; "
-        "use --batch to send another round."
-    )
-    client = _client(settings, wait=RECONNECT_SECONDS)
-    follow(client, key, timeout)
+    with json_output(as_json):
+        conf = _conference(settings, conference)
+        refuse_if_cancelled(conf)
+        now = datetime.now(UTC)
+        refuse_if_past(conf, now, allow_past)
+        if dry:
+            found = dry_run(settings, conf, now, out)
+            if as_json:
+                emit({"conference": conf.slug, "dry_run": True, **found})
+            return
+        batch_id = batch or DEFAULT_BATCH
+        key = batch_key(conf.slug, batch_id)
+        event = {
+            "id": f"remind:{key}",
+            "type": "reminder.requested",
+            "occurred_at": now.isoformat(),
+            "conference": conf.slug,
+            "batch": {"id": batch_id},
+        }
+        publish_events(settings, [event])
+        console.print(
+            f"Requested batch {key}. The same command again sends nothing new; "
+            "use --batch to send another round."
+        )
+        summarise(_client(settings, wait=RECONNECT_SECONDS), key, timeout, as_json)
+
+
+def summarise(
+    client: redis.Redis,
+    key: str,
+    timeout: float,
+    as_json: bool,
+    forecast: dict[str, Any] | None = None,
+) -> None:
+    """Follow the batch to its end, then its summary: tables, or one JSON document (with
+    `notifier update`'s `forecast` in it). Exit status 1 if any message failed."""
+    follow(client, key, timeout, quiet=as_json)
     st = _retrying(lambda: status(client, key), RECONNECT_SECONDS, "cannot read the summary")
-    print_status(st, f"batch {key}")
-    print_skipped(client, key)
+    if as_json:
+        reasons = _retrying(
+            lambda: _skipped_reasons(client, key), RECONNECT_SECONDS, "cannot read the summary"
+        )
+        summary = status_document(st) | {"skipped_reasons": dict(reasons.most_common())}
+        emit(summary if forecast is None else {"forecast": forecast} | summary)
+    else:
+        print_status(st, f"batch {key}")
+        print_skipped(client, key)
     if st.failures:
         sys.exit(1)
 
@@ -347,12 +386,68 @@ def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
         app.close()
 
 
-def status_command(settings: Settings, batch: str | None) -> None:
+def status_command(settings: Settings, batch: str | None, *, as_json: bool = False) -> None:
+    with json_output(as_json):
+        try:
+            st = status(_client(settings), batch)
+        except UnknownBatch as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        emit(status_document(st))
+    else:
+        print_status(st, f"batch {st.batch.key}" if st.batch else "all messages")
+
+
+# -- --json: one document on stdout for scripts ---------------------------------------------
+
+
+@contextmanager
+def json_output(on: bool) -> Iterator[None]:
+    """With --json, everything the console says (reconnecting, notes) goes to stderr, so
+    that stdout holds the JSON document alone."""
+    if not on:
+        yield
+        return
+    # The flag, not the file: the console looks sys.stderr up when it writes, so a stream
+    # replaced meanwhile (a test runner's) is never kept.
+    before, console.stderr = console.stderr, True
     try:
-        st = status(_client(settings), batch)
-    except UnknownBatch as exc:
-        raise click.ClickException(str(exc)) from None
-    print_status(st, f"batch {st.batch.key}" if st.batch else "all messages")
+        yield
+    finally:
+        console.stderr = before
+
+
+def emit(document: dict[str, Any]) -> None:
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+def status_document(st: Status) -> dict[str, Any]:
+    """`notifier status` as JSON. Listed messages carry the recipient's address in clear, as
+    the table does: this is the organiser's own terminal, reading the same Redis. A script
+    that stores the output stores personal data (see SECURITY.md)."""
+    return {
+        "batch": st.batch.key if st.batch else None,
+        "kind": st.batch.kind.value if st.batch else None,
+        "state": st.batch.state if st.batch else None,
+        "counts": st.counts,
+        "total": st.batch.total if st.batch else st.total,
+        "finished": st.finished,
+        "done": st.done,
+        "failures": [_row(f) for f in st.failures],
+        "unknown": [_row(f) for f in st.unknown],
+        "bounced": [_row(f) for f in st.bounced],
+        "suppressed": [_row(f) for f in st.suppressed],
+    }
+
+
+def _row(f: Failure) -> dict[str, Any]:
+    return {
+        "key": f.key,
+        "registration": f.registration,
+        "recipient": f.recipient,
+        "attempts": f.attempts,
+        "reply": f.reply,
+    }
 
 
 def dead_letters_command(settings: Settings, replay: str | None, replay_all: bool) -> None:

@@ -45,6 +45,7 @@ from notifier.store.deadletter import DeadLetters
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Outbox
 from notifier.store.roster import Roster
+from notifier.store.stats import count_event, event_type
 from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
@@ -83,6 +84,7 @@ class Service:
             lease_seconds=settings.claim_lease_seconds,
             unknown_resends=settings.unknown_resends,
             store_clock=store_clock,
+            webhooks=settings.webhooks_enabled,
         )
         self.roster = Roster(client, self.outbox)
         self.dead = DeadLetters(client)
@@ -115,6 +117,7 @@ class Service:
                     lease_seconds=self.outbox.lease,
                     unknown_resends=self.settings.unknown_resends,
                     store_clock=self.store_clock,
+                    webhooks=self.settings.webhooks_enabled,
                 ),
                 gate=Gate(self._aclient, self.settings.rate_limit),
                 conferences=self.conferences,
@@ -155,7 +158,7 @@ class Service:
         now = self.clock().timestamp()
         try:
             event = parse_event(payload, conferences=self.conferences)
-            message_keys, fresh = self._apply(event, now)
+            message_keys, fresh, applied = self._apply(event, now)
         except InvalidEvent as exc:
             return self._dead(payload, list(exc.errors), now)
         except ConfigError as exc:
@@ -171,6 +174,7 @@ class Service:
             # A bug must not lose the event: keep it to replay after the fix.
             log.exception("cannot process event", extra={"event_id": _event_id(payload)})
             return self._dead(payload, [("event", f"internal error: {type(exc).__name__}")], now)
+        count_event(self.r, event.type, "applied" if applied else "duplicate")
         if fresh:  # created queued just now: no need to ask
             return message_keys
         states = self.outbox.states(message_keys)
@@ -178,6 +182,8 @@ class Service:
 
     def _dead(self, payload: Any, errors: list[tuple[str, str]], now: float) -> list[str]:
         dl_id = self.dead.put(payload, errors, now=now)
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        count_event(self.r, event_type(kind), "dead_letter")
         # A field path can hold whatever key a sender used, even an address: mask it.
         fields = ",".join(scrub(f) for f, _ in errors)
         event_id = _event_id(payload)
@@ -190,15 +196,17 @@ class Service:
         )
         return []
 
-    def _apply(self, event: Event, now: float) -> tuple[list[str], bool]:
-        """The event's message keys, and whether they were all created by this call."""
+    def _apply(self, event: Event, now: float) -> tuple[list[str], bool, bool]:
+        """The event's message keys, whether they were all created by this call, and whether
+        the event was applied (False: seen before, nothing new)."""
         conf = self.conferences.get(event.conference)
         planner: Callable[[Seat | None], Plan]
         if isinstance(event, RegistrationCreated | RegistrationSubstituted) and conf.cancelled:
             what = "no confirmation is sent; replay the event if the conference takes place"
             raise ConferenceCancelled(conf.slug, what)
         if isinstance(event, ConferenceUpdated):
-            return self._update_batch(event, conf, now), False
+            planned, applied = self._update_batch(event, conf, now)
+            return planned, False, applied
         if isinstance(event, RegistrationCreated):
             reg = event.registration.id
             planner = partial(plan_created, event, conf=conf)
@@ -209,7 +217,8 @@ class Service:
             reg = event.registration.id
             planner = partial(plan_cancelled, event, conf=conf)
         else:
-            return self._reminder_batch(event, conf, now), False
+            planned, applied = self._reminder_batch(event, conf, now)
+            return planned, False, applied
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
         fields = {"event_id": event.id, "registration": reg}
         if plan is None:
@@ -227,15 +236,19 @@ class Service:
                 note,
                 extra=fields,
             )
-        return message_keys, plan is not None
+        return message_keys, plan is not None, plan is not None
 
-    def _reminder_batch(self, event: ReminderRequested, conf: Conference, now: float) -> list[str]:
+    def _reminder_batch(
+        self, event: ReminderRequested, conf: Conference, now: float
+    ) -> tuple[list[str], bool]:
         if conf.cancelled:
             raise ConferenceCancelled(conf.slug, "reminders are not sent")
         info = self.batches.open(conf.slug, event.batch.id, event.occurred_at, now)
         return self._batch(event, info, conf, now)
 
-    def _update_batch(self, event: ConferenceUpdated, conf: Conference, now: float) -> list[str]:
+    def _update_batch(
+        self, event: ConferenceUpdated, conf: Conference, now: float
+    ) -> tuple[list[str], bool]:
         return self._batch(event, self.batches.open_update(conf, event.occurred_at, now), conf, now)
 
     def _batch(
@@ -244,10 +257,12 @@ class Service:
         info: BatchInfo,
         conf: Conference,
         now: float,
-    ) -> list[str]:
+    ) -> tuple[list[str], bool]:
+        """The batch's keys to hand on, and whether this event planned it (False: asked
+        again)."""
         if info.state == "planned":  # asked again: hand on what is still to send
             self.batches.record_request(event.id, event.type, info.key)
-            return self.batches.unfinished(info.key)
+            return self.batches.unfinished(info.key), False
         planned: list[str] = []
         total = self.batches.plan(info, conf, now, self.hand_on or planned.extend)
         log.info(
@@ -258,7 +273,7 @@ class Service:
             extra={"batch": info.key},
         )
         self.batches.record_request(event.id, event.type, info.key)
-        return planned
+        return planned, True
 
     # -- deliver ------------------------------------------------------------------------
 

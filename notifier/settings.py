@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +70,16 @@ class Settings(BaseSettings):
     bounce_imap_ca_file: Path | None = None
     # How long an address stays suppressed after its hard bounce or complaint.
     suppression_days: int = Field(365, ge=1, le=3650)
+    # Signed delivery webhooks (Standard Webhooks): off unless a URL is set. The URL may
+    # carry credentials, so it stays out of repr and logs.
+    webhook_url: str | None = Field(None, repr=False)
+    webhook_secret: SecretStr | None = Field(None, repr=False)
+    webhook_secret_file: Path | None = None
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    webhook_poll_seconds: float = Field(1.0, gt=0, le=300)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    webhook_give_up_seconds: float = Field(3 * 86_400.0, gt=0)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -87,6 +99,7 @@ class Settings(BaseSettings):
                 " nor NOTIFIER_SMTP_PASSWORD_FILE is"
             )
         _check_bounce_settings(self)
+        _check_webhook_settings(self)
         for url_field in ("broker_url", "redis_url"):
             url = getattr(self, url_field)
             if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -107,6 +120,18 @@ class Settings(BaseSettings):
             return None
         value = _secret(self.bounce_secret, self.bounce_secret_file)
         return value.encode("utf-8") if value else None
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """Whether outcomes are reported: the scripts that settle messages then also queue
+        their webhook deliveries (see notifier.store.webhooks)."""
+        return self.webhook_url is not None
+
+    def webhook_key(self) -> str | None:
+        """The Standard Webhooks secret (`whsec_...`), from the file setting if that is used."""
+        if self.webhook_url is None:
+            return None
+        return _secret(self.webhook_secret, self.webhook_secret_file)
 
     def imap_password(self) -> str | None:
         return _secret(self.bounce_imap_password, self.bounce_imap_password_file)
@@ -148,6 +173,44 @@ def _check_bounce_settings(s: Settings) -> None:
         raise ValueError(f"NOTIFIER_BOUNCE_SECRET must be at least {MIN_BOUNCE_SECRET} characters")
     if s.bounce_secret_file is not None and not s.bounce_secret_file.is_file():
         raise ValueError(f"NOTIFIER_BOUNCE_SECRET_FILE: no such file: {s.bounce_secret_file}")
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def _check_webhook_settings(s: Settings) -> None:
+    if s.webhook_url is None:
+        return
+    if not s.webhook_url.startswith(("https://", "http://")):
+        raise ValueError("NOTIFIER_WEBHOOK_URL must be an http:// or https:// URL")
+    if s.webhook_secret is None and s.webhook_secret_file is None:
+        raise ValueError(
+            "NOTIFIER_WEBHOOK_URL is set but neither NOTIFIER_WEBHOOK_SECRET"
+            " nor NOTIFIER_WEBHOOK_SECRET_FILE is"
+        )
+    if s.webhook_secret_file is not None and not s.webhook_secret_file.is_file():
+        raise ValueError(f"NOTIFIER_WEBHOOK_SECRET_FILE: no such file: {s.webhook_secret_file}")
+    if s.webhook_retry_max_seconds < s.webhook_retry_base_seconds:
+        raise ValueError(
+            "NOTIFIER_WEBHOOK_RETRY_MAX_SECONDS must not be below"
+            " NOTIFIER_WEBHOOK_RETRY_BASE_SECONDS"
+        )
+    name = "NOTIFIER_WEBHOOK_SECRET" + ("_FILE" if s.webhook_secret is None else "")
+    if not _whsec(s.webhook_key() or ""):
+        raise ValueError(f"{name} must be a Standard Webhooks secret: whsec_ and base64")
+
+
+def _whsec(secret: str) -> bool:
+    """A Standard Webhooks secret: the prefix, then at least 16 bytes in base64 (the
+    standard asks for 24 to 64; 16 is the floor of what we accept as a key)."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return False
+    body = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:  # padding may be left out, as the standardwebhooks library allows
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except binascii.Error:
+        return False
+    return len(key) >= MIN_BOUNCE_SECRET
 
 
 def env_name(field: str) -> str:

@@ -22,6 +22,7 @@ from notifier.errors import StoreUnavailable
 from notifier.service import Service
 from notifier.settings import Settings
 from notifier.store.purge import purge_expired, purge_suppressions
+from notifier.webhooks import SenderThread
 
 # What a registration system or a worker host imports; the rest serves the worker.
 __all__ = ["DELIVER", "INGEST", "PURGE", "QUEUE", "SCHEDULE", "create_app"]
@@ -71,6 +72,8 @@ def create_app(settings: Settings) -> Celery:
     app.notifier_runtime = runtime
     _register_tasks(app, runtime, settings)
     app.steps["consumer"].add(_sweeper_step(runtime, settings))
+    if settings.webhooks_enabled:
+        app.steps["consumer"].add(_webhook_step(settings))
     _connect_signals(runtime, settings)
     _survive_broker_restarts()
     return app
@@ -310,3 +313,25 @@ def _sweeper_step(runtime: _Runtime, settings: Settings) -> type[bootsteps.Start
                 tref.cancel()
 
     return Sweeper
+
+
+def _webhook_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    class WebhookSender(bootsteps.StartStopStep):  # type: ignore[misc]
+        """Every worker reports settled messages to NOTIFIER_WEBHOOK_URL (notifier.webhooks).
+
+        The sender runs in a thread of the worker's main process: its claims keep two workers
+        from sending one delivery at once, and a dead worker's claims run out."""
+
+        requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
+
+        sender: SenderThread | None = None
+
+        def start(self, consumer: Any) -> None:
+            self.sender = SenderThread(settings).start()
+
+        def stop(self, consumer: Any) -> None:
+            if self.sender is not None:
+                self.sender.stop()
+                self.sender = None
+
+    return WebhookSender

@@ -23,11 +23,21 @@ SUPPRESSED = f"{PREFIX}:suppressed"  # set: keys of messages settled without SMT
 BOUNCE_IDS = f"{PREFIX}:bounce-ids"  # hash: bounce id (the return path's) -> message key
 SUPPRESSIONS = f"{PREFIX}:suppressions"  # hash: normalised address -> JSON {reason, at, message}
 BOUNCE_STATS = f"{PREFIX}:bounce-stats"  # hash: outcome of a received report -> count
+EVENT_STATS = f"{PREFIX}:event-stats"  # hash: "type:outcome" of ingested events -> count
+SMTP_STATS = f"{PREFIX}:smtp-stats"  # hash: class of an SMTP outcome (2xx, 4xx, ...) -> count
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
 DEAD_ORDER = f"{PREFIX}:dead:order"  # zset: dead-letter id -> time
+TOKENS = f"{PREFIX}:tokens"  # hash: API token name -> JSON {scope, sha256, created, revoked}
+TOKEN_DIGESTS = f"{PREFIX}:token-digests"  # hash: SHA-256 of a live token -> JSON record
 RATE = f"{PREFIX}:rate"  # rate limiter: the next free send slot (epoch s)
 PAUSE = f"{PREFIX}:pause"  # every sender waits until this time (epoch s) after a 432
+# Webhook deliveries (store/webhooks.py), queued by finish.lua and bounce.lua.
+WEBHOOK_DUE = f"{PREFIX}:webhooks:due"  # zset: delivery id -> due time or lease end (epoch s)
+WEBHOOK_PAYLOADS = f"{PREFIX}:webhooks:payloads"  # hash: delivery id -> JSON {type, at, data}
+WEBHOOK_ATTEMPTS = f"{PREFIX}:webhooks:attempts"  # hash: delivery id -> claims so far (token)
+WEBHOOK_DEAD = f"{PREFIX}:webhooks:dead"  # hash: delivery id -> JSON {body, attempts, reason}
+WEBHOOK_STATS = f"{PREFIX}:webhooks:stats"  # hash: delivered, given_up -> count
 
 
 def message(key: str) -> str:
@@ -63,6 +73,17 @@ def roster(conference: str) -> str:
 def seat(conference: str, registration: str) -> str:
     """String: JSON of the seat (current attendee, invite UIDs and their SEQUENCE values)."""
     return f"{PREFIX}:seat:{conference}:{registration}"
+
+
+def registration_messages(conference: str, registration: str) -> str:
+    """Set: the keys of every outbox message created for this registration (create.lua adds
+    them; messages created before the set existed are not in it)."""
+    return f"{PREFIX}:registration:{conference}:{registration}:messages"
+
+
+def accepted(event_id: str) -> str:
+    """String with a TTL: the HTTP API published an event with this id to the broker."""
+    return f"{PREFIX}:accepted:{event_id}"
 
 
 def updates(conference: str) -> str:

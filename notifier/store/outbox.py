@@ -33,6 +33,8 @@ from notifier.domain.notice import SEAT_KINDS, Notice
 from notifier.store import keys, lua
 from notifier.store.codec import text
 from notifier.store.pipelining import Pipelined, Script
+from notifier.store.webhooks import DUE as WEBHOOK_DUE
+from notifier.store.webhooks import PAYLOADS as WEBHOOK_PAYLOADS
 
 STATES = (
     "queued",
@@ -58,6 +60,7 @@ _DUE = lua.source("due.lua")
 _SKIP = lua.source("skip.lua")  # the retention purge's: settle an unsent message
 _CARRY = lua.source("carry.lua")  # record on the seat what an invite mail carries
 _BOUNCE = lua.source("bounce.lua")  # what a delivery report said after the relay's 250
+_COUNT = lua.source("count.lua")  # a statistics counter (store/stats.py)
 
 # Key formats for messages created before their key names were stored in them (see keys.py).
 _BATCH_COUNTS = keys.template(keys.batch_counts)
@@ -115,6 +118,7 @@ def _claim_call(key: str, now: str | float, lease: float) -> Call:
 
 def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
     k = [keys.message(notice.key), keys.COUNTS, keys.QUEUED, keys.BOUNCE_IDS]
+    k.append(keys.registration_messages(notice.conference, notice.registration_id))
     if notice.batch:
         k += [keys.batch_counts(notice.batch), keys.batch_members(notice.batch)]
     # A reminder or update goes to whoever holds the seat when it is sent, and every invite
@@ -157,19 +161,30 @@ class Settlement:
     recipient: str = ""
 
 
-def _finish_call(claim: Claim, end: Settlement, now: str | float, resends: int) -> Call:
+def _finish_call(
+    claim: Claim, end: Settlement, now: str | float, resends: int, webhooks: bool = False
+) -> Call:
     if end.state not in FINISH_STATES:
         raise ValueError(f"not a state to finish in: {end.state}")
     k = [keys.message(claim.key), keys.COUNTS, keys.SENDING, keys.RETRY, keys.UNKNOWN]
-    k += [keys.FAILED, keys.SUPPRESSED, keys.BOUNCE_IDS]
+    k += [keys.FAILED, keys.SUPPRESSED, keys.BOUNCE_IDS, WEBHOOK_DUE, WEBHOOK_PAYLOADS]
     a: list[Any] = [claim.key, now, claim.token, end.state, end.reply, end.delay, resends]
-    a += [_BATCH_COUNTS, end.recipient, message_id(claim.key)]
+    a += [_BATCH_COUNTS, end.recipient, message_id(claim.key), _flag(webhooks)]
     return k, a
 
 
-def _bounce_call(key: str, mode: str, status: str, diagnostic: str, now: float) -> Call:
+def _bounce_call(
+    key: str, mode: str, status: str, diagnostic: str, now: float, webhooks: bool = False
+) -> Call:
     k = [keys.message(key), keys.COUNTS, keys.BOUNCED, keys.UNKNOWN]
-    return k, [key, mode, status, diagnostic[:MAX_DIAGNOSTIC], now, _BATCH_COUNTS]
+    k += [WEBHOOK_DUE, WEBHOOK_PAYLOADS]
+    a = [key, mode, status, diagnostic[:MAX_DIAGNOSTIC], now, _BATCH_COUNTS, _flag(webhooks)]
+    return k, a
+
+
+def _flag(webhooks: bool) -> str:
+    # The scripts queue a webhook delivery only for a process with webhooks configured.
+    return "1" if webhooks else ""
 
 
 def _defer_call(key: str, now: str | float, due: float) -> Call:
@@ -197,7 +212,7 @@ class AsyncOutbox:
     for Redis, the others' SMTP traffic goes on (a blocking client would stall them all)."""
 
     CLAIM, FINISH, DEFER, RENEW = Script(_CLAIM), Script(_FINISH), Script(_DEFER), Script(_RENEW)
-    CARRY = Script(_CARRY)
+    CARRY, COUNT = Script(_CARRY), Script(_COUNT)
 
     def __init__(
         self,
@@ -206,10 +221,14 @@ class AsyncOutbox:
         lease_seconds: float,
         unknown_resends: int = 1,
         store_clock: StoreClock | None = None,
+        webhooks: bool = False,
     ) -> None:
+        """`webhooks`: settling a message also queues its webhook delivery (the settings'
+        webhooks_enabled)."""
         self.lease = lease_seconds
         self.unknown_resends = unknown_resends
         self.store_clock = store_clock
+        self.webhooks = webhooks
         self._calls = Pipelined(client)  # the sessions' calls share round trips
 
     async def claim(self, key: str) -> Claim | None:
@@ -223,8 +242,14 @@ class AsyncOutbox:
     def finish_soon(self, claim: Claim, end: Settlement) -> asyncio.Future[Any]:
         """Queue a finish without waiting for it: it reaches Redis before any call queued
         after it (a falsy reply: the claim was lost)."""
-        k, a = _finish_call(claim, end, _stamp(self.store_clock), self.unknown_resends)
+        now = _stamp(self.store_clock)
+        k, a = _finish_call(claim, end, now, self.unknown_resends, self.webhooks)
         return self._calls.submit(self.FINISH, k, a)
+
+    def count_reply(self, reply_class: str) -> asyncio.Future[Any]:
+        """Queue one count of an SMTP outcome's class (keys.SMTP_STATS) without waiting: it
+        rides in the pipeline of the finish queued after it."""
+        return self._calls.submit(self.COUNT, [keys.SMTP_STATS], [reply_class])
 
     async def defer(self, key: str, due: float) -> bool:
         k, a = _defer_call(key, _stamp(self.store_clock), due)
@@ -253,11 +278,15 @@ class Outbox:
         lease_seconds: float = 120.0,
         unknown_resends: int = 1,
         store_clock: StoreClock | None = None,
+        webhooks: bool = False,
     ) -> None:
+        """`webhooks`: settling or bouncing a message also queues its webhook delivery (the
+        settings' webhooks_enabled)."""
         self.r = client
         self.lease = lease_seconds
         self.unknown_resends = unknown_resends
         self.store_clock = store_clock
+        self.webhooks = webhooks
         self._create = client.register_script(_CREATE)
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
@@ -284,7 +313,8 @@ class Outbox:
 
     def finish(self, claim: Claim, end: Settlement) -> int:
         """Record the outcome of a claimed send; 0 if the claim was lost meanwhile."""
-        k, a = _finish_call(claim, end, _stamp(self.store_clock), self.unknown_resends)
+        now = _stamp(self.store_clock)
+        k, a = _finish_call(claim, end, now, self.unknown_resends, self.webhooks)
         return int(self._finish(keys=k, args=a))
 
     def defer(self, key: str, due: float) -> bool:
@@ -297,7 +327,7 @@ class Outbox:
         sent (or unknown) to bounced, or was bounced already (a second report moves
         nothing); otherwise the state found ("queued", "failed", ...; "missing" when there
         is no such message), and nothing changes. `now` is epoch seconds, kept as given."""
-        k, a = _bounce_call(key, "bounced", status, diagnostic, now)
+        k, a = _bounce_call(key, "bounced", status, diagnostic, now, self.webhooks)
         return text(self._bounce(keys=k, args=a))
 
     def delay(self, key: str, status: str, diagnostic: str, now: float) -> bool:

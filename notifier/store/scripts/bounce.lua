@@ -1,11 +1,13 @@
 -- bounce: what a delivery report said about a message the relay had accepted.
--- include: _move.lua
+-- include: _move.lua _webhook.lua
 -- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] bounced set
--- KEYS[4] unknown set
+-- KEYS[4] unknown set        KEYS[5] webhook due times   KEYS[6] webhook payloads
 -- ARGV[1] bare message key   ARGV[2] 'bounced' (a hard failure) or 'delayed'
 -- ARGV[3] the report's status (e.g. 5.1.1)   ARGV[4] its diagnostic
 -- ARGV[5] now (epoch seconds; stored as given)
 -- ARGV[6] keys.template(keys.batch_counts), for messages created by an earlier version
+-- ARGV[7] '1' when webhooks are configured: a move to 'bounced' also queues its webhook
+--   delivery (see _webhook.lua); a second report queues nothing
 -- Only a message the relay accepted ('sent') or may have ('unknown') is changed; any other
 -- is left as it is, so a report can never resurrect or settle a message still on its way.
 -- 'bounced': the message moves to 'bounced' with bounce_status, bounce_diagnostic and
@@ -29,4 +31,5 @@ redis.call('HSET', KEYS[1], 'state', 'bounced', 'bounce_status', ARGV[3],
 move(KEYS[1], KEYS[2], ARGV[6], st, 'bounced')
 redis.call('SADD', KEYS[3], ARGV[1])
 if st == 'unknown' then redis.call('SREM', KEYS[4], ARGV[1]) end
+if ARGV[7] == '1' then webhook(KEYS[1], ARGV[1], 'bounced', tonumber(ARGV[5]), KEYS[5], KEYS[6]) end
 return 'bounced'

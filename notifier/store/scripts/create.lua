@@ -2,7 +2,8 @@
 -- include: _clock.lua
 -- KEYS[1] the message hash        KEYS[2] global counts     KEYS[3] queued index
 -- KEYS[4] bounce ids (hash: id -> message key)
--- KEYS[5] its batch's counts      KEYS[6] its batch's members   (5 and 6 only in a batch)
+-- KEYS[5] its registration's message index (set)
+-- KEYS[6] its batch's counts      KEYS[7] its batch's members   (6 and 7 only in a batch)
 -- ARGV[1] bare message key   ARGV[2] created at (for people)   ARGV[3] notice JSON
 -- ARGV[4] batch id ('' for none)   ARGV[5] registration id   ARGV[6] kind
 -- ARGV[7] store now ('' for Redis's clock)   ARGV[8] seat key ('' unless the message names its seat)
@@ -11,7 +12,7 @@
 -- The full names of the batch counts and seat keys are stored in the message, so the other
 -- scripts read them instead of building keys themselves.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local batch_counts = KEYS[5] or ''
+local batch_counts = KEYS[6] or ''
 redis.call('HSET', KEYS[1], 'state', 'queued', 'notice', ARGV[3], 'attempts', 0,
   'created_at', ARGV[2], 'updated_at', ARGV[2], 'batch', ARGV[4],
   'registration', ARGV[5], 'kind', ARGV[6], 'last_reply', '',
@@ -19,8 +20,9 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'notice', ARGV[3], 'attempts', 0,
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
 if batch_counts ~= '' then
   redis.call('HINCRBY', batch_counts, 'queued', 1)
-  redis.call('SADD', KEYS[6], ARGV[1])
+  redis.call('SADD', KEYS[7], ARGV[1])
 end
 redis.call('ZADD', KEYS[3], clock(ARGV[7]), ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[9], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
 return 1

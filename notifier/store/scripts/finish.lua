@@ -1,8 +1,9 @@
 -- finish: record how a claimed send ended.
--- include: _clock.lua _move.lua
+-- include: _clock.lua _move.lua _webhook.lua
 -- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] sending index
 -- KEYS[4] retry index        KEYS[5] unknown set     KEYS[6] failed set
 -- KEYS[7] suppressed set     KEYS[8] bounce ids (hash: id -> message key)
+-- KEYS[9] webhook due times  KEYS[10] webhook payloads (notifier.store.webhooks)
 -- ARGV[1] bare message key   ARGV[2] store now ('' for Redis's clock)
 -- ARGV[3] token (the claim's attempt number)   ARGV[4] the state it ends in
 -- ARGV[5] SMTP reply (for 'suppressed': the suppression's reason)
@@ -12,6 +13,8 @@
 -- ARGV[9] the envelope recipient ('' keeps what is stored): a reminder's notice names a
 --   placeholder, and a bounce must learn the real address from the message
 -- ARGV[10] the message's bounce id
+-- ARGV[11] '1' when webhooks are configured: a message that ends sent, failed or suppressed
+--   then also gets its webhook delivery queued (see _webhook.lua)
 -- 'unknown' becomes 'retrying' while resends are left.
 -- Returns 0 when the claim was lost, 1 when recorded, 2 when an unknown outcome became a
 -- retry.
@@ -37,5 +40,8 @@ if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), AR
 -- created before create.lua wrote the id (queued across the upgrade).
 if to == 'sent' or to == 'unknown' or result == 2 then
   redis.call('HSET', KEYS[8], ARGV[10], ARGV[1])
+end
+if ARGV[11] == '1' and (to == 'sent' or to == 'failed' or to == 'suppressed') then
+  webhook(KEYS[1], ARGV[1], to, now, KEYS[9], KEYS[10])
 end
 return result

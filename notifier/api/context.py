@@ -1,0 +1,111 @@
+"""What every request of the API shares: settings, the Redis client, the conference files and
+the publisher of tasks.
+
+Publishing goes through a Celery app of our own (notifier.tasks.create_app), as
+`notifier publish` does, so a task looks exactly like one a registration system sends:
+`notifier.ingest` on queue `notifier`, the event as its one JSON argument. Celery's producer
+pool is shared by the threads that serve requests (kombu's pools are thread-safe), and a
+publish is bounded: a few quick retries, then BrokerUnavailable (503 for the client, which
+retries with the same event id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from kombu.exceptions import KombuError
+
+from notifier.errors import BrokerUnavailable
+from notifier.loading import Conferences
+from notifier.settings import Settings
+from notifier.store import keys
+
+log = logging.getLogger("notifier.api")
+
+#: How long an accepted event id answers "duplicate" without its event marker (the worker
+#: writes that once it applied the event; the marker then answers for as long as it exists).
+ACCEPTED_SECONDS = 7 * 24 * 3600
+#: A publish while the broker is down: about a second of retries, then 503.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.3, "interval_max": 0.5}
+#: Redis calls of a request: a store that does not answer within this is "down" (503).
+REDIS_TIMEOUT = 5.0
+
+
+class Publisher:
+    """Puts `notifier.ingest` tasks on the broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        from notifier.tasks import create_app
+
+        self.app = create_app(settings)
+        options = dict(self.app.conf.broker_transport_options)
+        options.update(socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
+        self.app.conf.broker_transport_options = options
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Publish the events in order over one pooled connection; returns once the broker
+        holds every one of them.
+
+        Raises:
+            BrokerUnavailable: the broker did not take them (some may have been published:
+                the caller publishes them all again, which ingest's idempotency makes safe).
+        """
+        from notifier.tasks import INGEST, QUEUE
+
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for event in events:
+                    self.app.send_task(
+                        INGEST,
+                        args=[event],
+                        queue=QUEUE,
+                        producer=producer,
+                        retry=True,
+                        retry_policy=PUBLISH_RETRY,
+                    )
+        except (OSError, redis.RedisError, KombuError) as exc:
+            log.warning("cannot publish to the broker: %s", type(exc).__name__)
+            raise BrokerUnavailable("the broker did not take the task") from None
+
+    def close(self) -> None:
+        self.app.close()
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    client: redis.Redis
+    conferences: Conferences
+    publisher: Publisher
+
+    @classmethod
+    def create(cls, settings: Settings) -> ApiContext:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT,
+            health_check_interval=30,
+        )
+        return cls(settings, client, Conferences(settings.conferences_dir), Publisher(settings))
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.client.close()
+
+    def seen(self, event_ids: Sequence[str]) -> list[bool]:
+        """Per id: whether the event was applied (its marker) or accepted here before."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.exists(keys.event(event_id), keys.accepted(event_id))
+            return [bool(n) for n in pipe.execute()]
+
+    def mark_accepted(self, event_ids: Sequence[str]) -> list[bool]:
+        """Record the ids as accepted; per id, False if another request marked it first."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.set(keys.accepted(event_id), 1, nx=True, ex=ACCEPTED_SECONDS)
+            return [bool(ok) for ok in pipe.execute()]

@@ -1,0 +1,218 @@
+"""Prometheus metrics read from Redis at scrape time.
+
+A custom collector instead of counters in the process: every figure is in Redis already (the
+outbox's counters, the batches, the broker's queue) or is counted there (notifier.store.stats),
+so any number of workers and API processes report the same numbers and a restart loses
+none. Each scrape costs two pipelines on the store (one entry per batch) and one LLEN on the
+broker.
+
+Labels never carry names or addresses: states, batch keys (conference slug and batch id),
+event types from the known list, outcomes and reply classes only.
+
+When Redis (or the broker) cannot be read, the scrape still answers: `notifier_redis_up`
+(or `notifier_broker_up`) is 0 and the figures read from it are left out, which is how an
+exporter tells Prometheus that its target is there but its source is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from notifier.store import keys
+from notifier.store.codec import text
+from notifier.store.outbox import STATES
+from notifier.store.stats import EVENT_OUTCOMES, REPLY_CLASSES
+from notifier.store.status import FINISHED
+
+__all__ = ["StoreCollector"]
+
+log = logging.getLogger("notifier")
+# Kept apart from notifier's log lines that describe messages: a failing scrape says only
+# the error's type (its text can hold the URL, password included).
+UNREADABLE = (redis.RedisError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What one scrape read from the store."""
+
+    now: float
+    counts: dict[str, int]
+    events: dict[tuple[str, str], int]
+    replies: dict[str, int]
+    oldest_queued: float | None
+    oldest_retry: float | None
+    batches: dict[str, dict[str, str]]  # batch key -> its record
+    batch_counts: dict[str, dict[str, int]]  # batch key -> count per state
+
+
+class StoreCollector(Collector):
+    """Collects notifier's figures from `store` (NOTIFIER_REDIS_URL) and the depth of Celery's
+    `queue` from `broker` (NOTIFIER_BROKER_URL; often the same server)."""
+
+    def __init__(self, store: redis.Redis, broker: redis.Redis, queue: str) -> None:
+        self.store = store
+        self.broker = broker
+        self.queue = queue
+
+    def describe(self) -> Iterator[Metric]:
+        # Nothing: describe() would otherwise run collect() (reading Redis) at registration.
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._store_metrics()
+        yield from self._broker_metrics()
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("notifier_redis_up", "1 if the store (Redis) could be read.")
+        try:
+            snap = _read(self.store)
+        except UNREADABLE as exc:
+            log.warning("metrics: cannot read the store: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from _messages(snap)
+        yield from _batches(snap)
+        yield from _counters(snap)
+
+    def _broker_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("notifier_broker_up", "1 if the broker (Redis) could be read.")
+        try:
+            depth = int(self.broker.llen(self.queue))
+        except UNREADABLE as exc:
+            log.warning("metrics: cannot read the broker: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        queue = GaugeMetricFamily(
+            "notifier_queue_depth",
+            "Tasks waiting on the Celery queue (events and deliver chunks), not yet taken by "
+            "a worker.",
+            labels=["queue"],
+        )
+        queue.add_metric([self.queue], depth)
+        yield queue
+
+
+def _read(client: redis.Redis) -> _Snapshot:
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.hgetall(keys.COUNTS)
+    pipe.hgetall(keys.EVENT_STATS)
+    pipe.hgetall(keys.SMTP_STATS)
+    # The lowest score of each index: a queued message's enqueue time; a retry's due time,
+    # which is a wait only once it has passed (see _oldest).
+    pipe.zrange(keys.QUEUED, 0, 0, withscores=True)
+    pipe.zrange(keys.RETRY, 0, 0, withscores=True)
+    pipe.smembers(keys.BATCHES)
+    (secs, usecs), counts, events, replies, queued, retry, members = pipe.execute()
+    batch_keys = sorted(text(m) for m in members)
+    pipe = client.pipeline(transaction=False)
+    for key in batch_keys:
+        pipe.hgetall(keys.batch(key))
+        pipe.hgetall(keys.batch_counts(key))
+    raw = pipe.execute()
+    return _Snapshot(
+        now=int(secs) + int(usecs) / 1e6,
+        counts=_ints(counts),
+        events=_event_fields(events),
+        replies=_ints(replies),
+        oldest_queued=float(queued[0][1]) if queued else None,
+        oldest_retry=float(retry[0][1]) if retry else None,
+        batches={key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)},
+        batch_counts={key: _ints(c) for key, c in zip(batch_keys, raw[1::2], strict=True)},
+    )
+
+
+def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {text(k): int(v) for k, v in raw.items()}
+
+
+def _texts(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+def _event_fields(raw: dict[bytes, bytes]) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for field, value in raw.items():
+        kind, _, outcome = text(field).rpartition(":")
+        found[(kind, outcome)] = int(value)
+    return found
+
+
+def _oldest(snap: _Snapshot) -> float:
+    """Seconds the longest-waiting message has waited: since it was queued (or handed on
+    again by the sweeper), or since its retry fell due. 0 when none waits."""
+    since = [t for t in (snap.oldest_queued, snap.oldest_retry) if t is not None and t <= snap.now]
+    return snap.now - min(since) if since else 0.0
+
+
+def _messages(snap: _Snapshot) -> Iterator[Metric]:
+    by_state = GaugeMetricFamily(
+        "notifier_messages", "Outbox messages by delivery state.", labels=["state"]
+    )
+    for state in STATES:
+        by_state.add_metric([state], snap.counts.get(state, 0))
+    yield by_state
+    yield GaugeMetricFamily(
+        "notifier_oldest_waiting_message_age_seconds",
+        "How long the message that has waited longest for a send (queued, or a retry that "
+        "is due) has waited, on Redis's clock; 0 when none waits.",
+        value=_oldest(snap),
+    )
+
+
+def _batches(snap: _Snapshot) -> Iterator[Metric]:
+    labels = ["conference", "batch", "kind"]
+    total = GaugeMetricFamily(
+        "notifier_batch_messages",
+        "Messages in a reminder or update batch (so far, while it is being planned).",
+        labels=labels,
+    )
+    finished = GaugeMetricFamily(
+        "notifier_batch_finished_messages",
+        "Messages of a batch that are settled (sent, failed, skipped, unknown, bounced, "
+        "suppressed).",
+        labels=labels,
+    )
+    planned = GaugeMetricFamily(
+        "notifier_batch_planned", "1 once the batch is fully planned.", labels=labels
+    )
+    for key, info in snap.batches.items():
+        counts = snap.batch_counts[key]
+        values = [info.get("conference", ""), info.get("batch_id", key), info.get("kind", "")]
+        total.add_metric(values, max(int(info.get("total", 0)), sum(counts.values())))
+        finished.add_metric(values, sum(counts.get(s, 0) for s in FINISHED))
+        planned.add_metric(values, 1 if info.get("state") == "planned" else 0)
+    yield from (total, finished, planned)
+
+
+def _counters(snap: _Snapshot) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "notifier_events",
+        "Events ingested, by type (invalid: missing or unknown) and outcome.",
+        labels=["type", "outcome"],
+    )
+    for (kind, outcome), count in sorted(snap.events.items()):
+        if outcome in EVENT_OUTCOMES:
+            events.add_metric([kind, outcome], count)
+    replies = CounterMetricFamily(
+        "notifier_smtp_replies",
+        "SMTP outcomes of delivery attempts by reply class (unknown: no reply, e.g. no "
+        "connection or none to the final dot).",
+        labels=["class"],
+    )
+    for klass in REPLY_CLASSES:
+        replies.add_metric([klass], snap.replies.get(klass, 0))
+    yield from (events, replies)

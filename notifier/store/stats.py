@@ -1,0 +1,42 @@
+"""Counters that only the metrics read: events by type and outcome, SMTP outcomes by class.
+
+They live in Redis (keys.EVENT_STATS, keys.SMTP_STATS), not in a process, so that every
+worker adds to the same figures and a restart loses none; /metrics reads them at scrape time
+(notifier.metrics). They are statistics, not records: a count is added after the step it
+counts, so a worker that dies between the two, or an event retried after a store error,
+can make a figure one off. Labels never carry names or addresses: an event's type is one
+of the known types or "invalid", and a reply only its class.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from notifier.domain.events import EVENT_TYPES
+from notifier.store import keys
+
+EVENT_OUTCOMES = ("applied", "duplicate", "dead_letter")
+REPLY_CLASSES = ("2xx", "4xx", "5xx", "unknown")
+# The type label of an event whose type is missing or not one of ours: a sender's free text
+# would be an unbounded label value (and could hold anything, an address too).
+INVALID_TYPE = "invalid"
+
+
+def event_type(value: object) -> str:
+    """`value` as a type label: one of EVENT_TYPES, or INVALID_TYPE."""
+    return value if isinstance(value, str) and value in EVENT_TYPES else INVALID_TYPE
+
+
+def count_event(client: redis.Redis, event_type_label: str, outcome: str) -> None:
+    """Count one ingested event (`event_type_label` from event_type())."""
+    if outcome not in EVENT_OUTCOMES:
+        raise ValueError(f"not an event outcome: {outcome}")
+    client.hincrby(keys.EVENT_STATS, f"{event_type_label}:{outcome}", 1)
+
+
+def reply_class(code: int | None) -> str:
+    """The class of an SMTP reply code; "unknown" when there was none (no connection, or no
+    reply to the final dot)."""
+    if code is not None and 200 <= code < 600 and code // 100 in (2, 4, 5):
+        return f"{code // 100}xx"
+    return "unknown"
