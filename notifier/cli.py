@@ -259,12 +259,19 @@ def suppressions_remove(address: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes (uvicorn workers), e.g. one per core.",
+)
+def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (events, organisers' requests, health; docs at /docs) until SIGTERM
     or SIGINT, which let running requests finish."""
     from notifier.api.app import serve as run
 
-    run(_settings(), host, port)
+    run(_settings(), host, port, workers)
 
 
 @main.group()

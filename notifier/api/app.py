@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from fastapi import APIRouter, FastAPI
 from notifier import logs
 from notifier.api import conferences, events, health, openapi, problems, updates
 from notifier.api.context import ApiContext
-from notifier.settings import Settings
+from notifier.settings import Settings, load_settings
 
 OPTIONAL_ROUTERS = ("notifier.api.metrics",)
 #: Seconds uvicorn gives running requests after SIGTERM/SIGINT before it closes them.
@@ -86,39 +87,69 @@ class PathOnly(logging.Filter):
         return True
 
 
+def _install_logging(settings: Settings) -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logs.install(logging.getLogger(name), settings.log_format)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, PathOnly) for f in access.filters):
+        access.addFilter(PathOnly())
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "server_header": False,
+        "proxy_headers": True,  # X-Forwarded-For/-Proto from a TLS proxy on forwarded_allow_ips
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "limit_concurrency": MAX_CONNECTIONS,
+    }
+
+
 def uvicorn_config(settings: Settings, host: str, port: int, **extra: Any) -> Any:
     """The uvicorn.Config `serve` runs (also for tests, which run it in a thread)."""
     import uvicorn
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        server_header=False,
-        proxy_headers=True,  # X-Forwarded-For/-Proto from a TLS proxy on forwarded_allow_ips
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        limit_concurrency=MAX_CONNECTIONS,
-        **extra,
-    )
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logs.install(logging.getLogger(name), settings.log_format)
-    logging.getLogger("uvicorn.access").addFilter(PathOnly())
+    config = uvicorn.Config(create_app(settings), host=host, port=port, **_options(), **extra)
+    _install_logging(settings)
     return config
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def from_environment() -> FastAPI:
+    """The app of one process of `serve(..., workers=N)`: uvicorn starts each by importing
+    this factory by name, so each reads the settings from the environment and sets up its own
+    logging (the filters do not cross into a new process)."""
+    settings = load_settings(os.environ)
+    _install_logging(settings)
+    return create_app(settings)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """Run the API until SIGTERM or SIGINT (uvicorn's graceful shutdown: no new connections,
-    running requests finish for up to GRACEFUL_SECONDS)."""
+    running requests finish for up to GRACEFUL_SECONDS).
+
+    `workers` > 1 runs that many server processes on one socket (uvicorn's supervisor): one
+    Python process uses one core, whatever its thread pool. Every request's state is in Redis,
+    so any process may answer any request.
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO)  # our own lines (notifier.api), scrubbed below
     logs.install(logging.getLogger(), settings.log_format)
-    server = uvicorn.Server(uvicorn_config(settings, host, port))
     # uvicorn raises the signal again once it has shut down, to the handler it found; this
     # one makes that a normal exit (status 0) rather than death by SIGTERM.
     signal.signal(signal.SIGTERM, _exit_quietly)
-    server.run()
+    if workers > 1:
+        _install_logging(settings)
+        uvicorn.run(
+            f"{__name__}:from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            **_options(),
+        )
+        return
+    uvicorn.Server(uvicorn_config(settings, host, port)).run()
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:
