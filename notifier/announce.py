@@ -154,10 +154,10 @@ def update_command(
     """With as_json, the forecast and the summary are one JSON document on stdout
     (forecast_document, then the batch's status); notes go to stderr."""
     with ops.json_output(as_json):
-        conf = ops._conference(settings, conference)
+        conf = ops.load_conference(settings, conference)
         now = datetime.now(UTC)
         ops.refuse_if_past(conf, now, allow_past, what="updates")
-        client = ops._client(settings)
+        client = ops.redis_client(settings)
         fc = forecast(seats_of(client, conf), conf)
         doc = forecast_document(fc, conf, dry)
         if not as_json:
@@ -255,7 +255,7 @@ def wait_for_batch(client: redis.Redis, event_id: str, timeout: float) -> str:
     """The batch key the worker recorded for the event (its event marker); stops with the
     reason if the event became a dead letter. Rides out a Redis restart like `follow`."""
     deadline = time.monotonic() + timeout
-    outage = ops._Outage("", ops.RECONNECT_SECONDS)
+    outage = ops.Outage("", ops.RECONNECT_SECONDS)
     next_dead_check = time.monotonic() + DEAD_LETTER_EVERY
     while True:
         try:

@@ -22,7 +22,7 @@ from notifier import logs
 from notifier.bounce_poll import ImapConfig, poll
 from notifier.errors import ConfigError, MailboxUnavailable, StoreUnavailable
 from notifier.intake import EARLY, Intake
-from notifier.ops import _client, console
+from notifier.ops import console, redis_client
 from notifier.settings import Settings
 from notifier.store.bouncelog import BounceLog
 from notifier.store.suppressions import ORGANISER, Suppressions
@@ -85,7 +85,7 @@ def poll_command(settings: Settings, limit: int | None) -> None:
     _log_to_stderr(settings)
     cfg = imap_config(settings)
     try:
-        intake = Intake(settings, _client(settings))
+        intake = Intake(settings, redis_client(settings))
         report = poll(cfg, intake, limit=limit)
     except (ConfigError, MailboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
@@ -106,7 +106,7 @@ def _address(value: str) -> str:
 
 
 def suppressions_list(settings: Settings) -> None:
-    client = _client(settings)
+    client = redis_client(settings)
     entries = Suppressions(client).list()
     table = Table(title=f"{len(entries)} suppressed address(es)")
     for col in ("address", "reason", "since (UTC)", "message"):
@@ -122,13 +122,13 @@ def suppressions_list(settings: Settings) -> None:
 
 
 def suppressions_add(settings: Settings, address: str) -> None:
-    Suppressions(_client(settings)).add(
+    Suppressions(redis_client(settings)).add(
         _address(address), ORGANISER, message=None, now=datetime.now(UTC).timestamp()
     )
     click.echo("suppressed: no further mail goes to this address")
 
 
 def suppressions_remove(settings: Settings, address: str) -> None:
-    if not Suppressions(_client(settings)).remove(_address(address)):
+    if not Suppressions(redis_client(settings)).remove(_address(address)):
         raise click.ClickException("that address is not suppressed")
     click.echo("removed: mail goes to this address again")

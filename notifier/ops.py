@@ -58,7 +58,7 @@ PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2,
 T = TypeVar("T")
 
 
-def _conference(settings: Settings, slug: str) -> Conference:
+def load_conference(settings: Settings, slug: str) -> Conference:
     known = Conferences(settings.conferences_dir)
     try:
         return known.get(slug)
@@ -66,7 +66,7 @@ def _conference(settings: Settings, slug: str) -> Conference:
         raise click.ClickException(f"{exc} (known: {', '.join(known.slugs()) or 'none'})") from None
 
 
-def _client(settings: Settings, wait: float = 0.0) -> redis.Redis:
+def redis_client(settings: Settings, wait: float = 0.0) -> redis.Redis:
     """A client that has answered a PING; it is tried for up to `wait` s while Redis is down."""
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     _retrying(client.ping, wait, "cannot reach Redis at NOTIFIER_REDIS_URL")
@@ -109,7 +109,7 @@ def refuse_if_cancelled(conf: Conference) -> None:
 
 def dry_run(settings: Settings, conf: Conference, now: datetime, out: Path) -> dict[str, Any]:
     """Count the recipients and write one sample mail; what it found, for --json."""
-    client = _client(settings)
+    client = redis_client(settings)
     outbox = Outbox(client)
     roster = Roster(client, outbox)
     seats = [s for page in Batches(client, outbox, roster).pages(conf.slug) for s in page]
@@ -151,7 +151,7 @@ def _columns() -> tuple[ProgressColumn, ...]:
     )
 
 
-class _Outage:
+class Outage:
     """Since when Redis has not answered `remind`: shown on the bar, and bounded."""
 
     def __init__(self, key: str, limit: float) -> None:
@@ -197,7 +197,7 @@ def follow(
     answering (a restart), the bar says it is reconnecting, for at most `reconnect` s.
     quiet: follow without the bar (--json)."""
     deadline = time.monotonic() + timeout
-    outage = _Outage(key, reconnect)
+    outage = Outage(key, reconnect)
     with Progress(*_columns(), console=console, transient=False, disable=quiet) as bar:
         task = bar.add_task(WAITING, total=None, sent=0, failed=0, skipped=0, retrying=0, unknown=0)
         while True:
@@ -312,7 +312,7 @@ def remind_command(
     as_json: bool = False,
 ) -> None:
     with json_output(as_json):
-        conf = _conference(settings, conference)
+        conf = load_conference(settings, conference)
         refuse_if_cancelled(conf)
         now = datetime.now(UTC)
         refuse_if_past(conf, now, allow_past)
@@ -335,7 +335,7 @@ def remind_command(
             f"Requested batch {key}. The same command again sends nothing new; "
             "use --batch to send another round."
         )
-        summarise(_client(settings, wait=RECONNECT_SECONDS), key, timeout, as_json)
+        summarise(redis_client(settings, wait=RECONNECT_SECONDS), key, timeout, as_json)
 
 
 def summarise(
@@ -389,7 +389,7 @@ def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
 def status_command(settings: Settings, batch: str | None, *, as_json: bool = False) -> None:
     with json_output(as_json):
         try:
-            st = status(_client(settings), batch)
+            st = status(redis_client(settings), batch)
         except UnknownBatch as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
@@ -451,7 +451,7 @@ def _row(f: Failure) -> dict[str, Any]:
 
 
 def dead_letters_command(settings: Settings, replay: str | None, replay_all: bool) -> None:
-    dead = DeadLetters(_client(settings))
+    dead = DeadLetters(redis_client(settings))
     letters = dead.list()
     if replay or replay_all:
         chosen = [d for d in letters if replay_all or d.id == replay]
@@ -527,10 +527,10 @@ def parse_now(value: str | None) -> datetime:
 
 
 def purge_command(settings: Settings, conference: str, dry: bool, now_text: str | None) -> None:
-    conf = _conference(settings, conference)
+    conf = load_conference(settings, conference)
     now = parse_now(now_text)
     try:
-        report = purge(_client(settings), conf, now, dry_run=dry)
+        report = purge(redis_client(settings), conf, now, dry_run=dry)
     except PurgeRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

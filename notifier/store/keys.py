@@ -91,11 +91,6 @@ def updates(conference: str) -> str:
     return f"{PREFIX}:updates:{conference}"
 
 
-def invites(conference: str) -> str:
-    """Hash: invite UID -> last SEQUENCE sent for it."""
-    return f"{PREFIX}:invites:{conference}"
-
-
 SLOT = "{}"  # a variable part of a key in a template; Lua's string.gsub finds it literally
 
 
