@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit schema bench bench-quick clean
+.PHONY: install demo console test lint typecheck unit schema bench bench-quick clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/python -m devtools.demo
+
+# The organisers' console with sample data: prints the URL and an organiser token.
+console: install
+	$(BIN)/python -m devtools.console
 
 lint: install
 	$(BIN)/ruff check .

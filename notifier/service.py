@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -17,7 +18,7 @@ import redis
 import redis.asyncio
 
 from notifier.delivery import Delivery
-from notifier.domain.conference import Conference
+from notifier.domain.conference import SLUG_PATTERN, Conference
 from notifier.domain.events import (
     ConferenceUpdated,
     Event,
@@ -42,6 +43,7 @@ from notifier.settings import Settings
 from notifier.smtp import Mailer
 from notifier.store.batches import Batches, BatchInfo
 from notifier.store.deadletter import DeadLetters
+from notifier.store.eventlog import RecentEvent
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Outbox
 from notifier.store.roster import Roster
@@ -53,6 +55,35 @@ log = logging.getLogger("notifier")
 
 def _event_id(payload: Any) -> str | None:
     return str(payload.get("id"))[:128] if isinstance(payload, dict) else None
+
+
+PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _recent(event: Event, payload: Any, outcome: str, now: float) -> tuple[str, RecentEvent]:
+    registration = getattr(event, "registration", None)
+    entry = RecentEvent(event.id, event.type, outcome, getattr(registration, "id", ""), now)
+    return event.conference, entry
+
+
+def _recent_dead(payload: Any, now: float) -> tuple[str, RecentEvent] | None:
+    """A dead letter in its conference's latest events, when it names one we know of by a
+    well-formed slug (anything else is only in the dead letters)."""
+    if not isinstance(payload, dict):
+        return None
+    conference, kind = payload.get("conference"), payload.get("type")
+    if not isinstance(conference, str) or not re.fullmatch(SLUG_PATTERN, conference):
+        return None
+    registration = payload.get("registration")
+    reg_id = registration.get("id") if isinstance(registration, dict) else None
+    entry = RecentEvent(
+        _event_id(payload) or "",
+        event_type(kind),
+        "dead_letter",
+        reg_id if isinstance(reg_id, str) and PRINTABLE_ID.fullmatch(reg_id) else "",
+        now,
+    )
+    return conference, entry
 
 
 def utc_now() -> datetime:
@@ -174,7 +205,8 @@ class Service:
             # A bug must not lose the event: keep it to replay after the fix.
             log.exception("cannot process event", extra={"event_id": _event_id(payload)})
             return self._dead(payload, [("event", f"internal error: {type(exc).__name__}")], now)
-        count_event(self.r, event.type, "applied" if applied else "duplicate")
+        outcome = "applied" if applied else "duplicate"
+        count_event(self.r, event.type, outcome, _recent(event, payload, outcome, now))
         if fresh:  # created queued just now: no need to ask
             return message_keys
         states = self.outbox.states(message_keys)
@@ -183,7 +215,7 @@ class Service:
     def _dead(self, payload: Any, errors: list[tuple[str, str]], now: float) -> list[str]:
         dl_id = self.dead.put(payload, errors, now=now)
         kind = payload.get("type") if isinstance(payload, dict) else None
-        count_event(self.r, event_type(kind), "dead_letter")
+        count_event(self.r, event_type(kind), "dead_letter", _recent_dead(payload, now))
         # A field path can hold whatever key a sender used, even an address: mask it.
         fields = ",".join(scrub(f) for f, _ in errors)
         event_id = _event_id(payload)

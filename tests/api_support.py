@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ class Reply:
     status: int
     headers: dict[str, str]  # lower-case names
     body: bytes
+    cookies: list[str] = field(default_factory=list)  # every Set-Cookie header
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -83,7 +84,8 @@ class Api:
             resp = conn.getresponse()
             payload = resp.read()
             found = {k.lower(): v for k, v in resp.getheaders()}
-            return Reply(resp.status, found, payload)
+            cookies = [v for k, v in resp.getheaders() if k.lower() == "set-cookie"]
+            return Reply(resp.status, found, payload, cookies)
         finally:
             conn.close()
 

@@ -25,9 +25,12 @@ from fastapi import APIRouter, FastAPI
 from notifier import logs
 from notifier.api import conferences, events, health, openapi, problems, updates
 from notifier.api.context import ApiContext
+from notifier.api.headers import SecurityHeaders
 from notifier.settings import Settings, load_settings
 
-OPTIONAL_ROUTERS = ("notifier.api.metrics",)
+# The console sits above the API (it uses the API's context and views), so the API finds it
+# by name, like the metrics router.
+OPTIONAL_ROUTERS = ("notifier.api.metrics", "notifier.console")
 #: Seconds uvicorn gives running requests after SIGTERM/SIGINT before it closes them.
 GRACEFUL_SECONDS = 30
 #: An idle keep-alive connection is closed after this many seconds.
@@ -73,6 +76,7 @@ def create_app(settings: Settings, *, routers: Iterable[APIRouter] = ()) -> Fast
     for router in [*routers, *_optional_routers()]:
         app.include_router(router)
     openapi.install(app)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -135,14 +135,14 @@ def get_registration(slug: str, registration: str, ctx: Context, _: Organiser) -
     return found
 
 
-def _reminder_dry_run(ctx: ApiContext, conf: Conference) -> DryRun:
+def reminder_dry_run(ctx: ApiContext, conf: Conference) -> DryRun:
     now = datetime.now(UTC)
     seats = seats_of(ctx.client, conf)
     active = [s for s in seats if s.status == "active" and (s.registered_at or s.as_of) <= now]
     return DryRun(recipients=len(active), not_sent={"cancelled or newer": len(seats) - len(active)})
 
 
-def _request_reminders(ctx: ApiContext, conf: Conference, req: RemindersRequest) -> BatchLink:
+def request_reminders(ctx: ApiContext, conf: Conference, req: RemindersRequest) -> BatchLink:
     key = batch_key(conf.slug, req.batch)
     event_id = f"remind:{key}"
     event = {
@@ -184,8 +184,8 @@ async def post_reminders(
     refuse_past(conf, req.allow_past, "reminders")
     if req.dry_run:
         response.status_code = 200
-        return await run_in_threadpool(_reminder_dry_run, ctx, conf)
-    return await run_in_threadpool(_request_reminders, ctx, conf, req)
+        return await run_in_threadpool(reminder_dry_run, ctx, conf)
+    return await run_in_threadpool(request_reminders, ctx, conf, req)
 
 
 def _progress(ctx: ApiContext, slug: str, batch_id: str) -> BatchProgress:

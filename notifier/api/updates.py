@@ -76,7 +76,7 @@ class UpdateStatus(BaseModel):
     reason: str | None = None
 
 
-def _plan(fc: Forecast) -> UpdatePlan:
+def update_plan(fc: Forecast) -> UpdatePlan:
     groups = [
         ChangeGroup(
             recipients=g.count,
@@ -95,7 +95,11 @@ def _plan(fc: Forecast) -> UpdatePlan:
     )
 
 
-def _publish(ctx: ApiContext, conf: Conference) -> str:
+def publish_update(ctx: ApiContext, conf: Conference, event_id: str | None = None) -> str:
+    """Publish a `conference.updated` event; returns its id. With `event_id` (the console's
+    confirmation form carries one), an id published before is not published again."""
+    if event_id is not None and any(ctx.seen([event_id])):
+        return event_id
     # The workers look at an edited file again at most CHECK_SECONDS later; one that still
     # had the old version would announce it (as in `notifier update`).
     path = ctx.settings.conferences_dir / f"{conf.slug}.toml"
@@ -105,7 +109,7 @@ def _publish(ctx: ApiContext, conf: Conference) -> str:
         age = CHECK_SECONDS
     if 0 <= age < CHECK_SECONDS:
         time.sleep(CHECK_SECONDS - age + 0.1)
-    event_id = f"update:{conf.slug}:{uuid4()}"
+    event_id = event_id or f"update:{conf.slug}:{uuid4()}"
     event = {
         "id": event_id,
         "type": "conference.updated",
@@ -117,7 +121,7 @@ def _publish(ctx: ApiContext, conf: Conference) -> str:
     return event_id
 
 
-def _status(ctx: ApiContext, slug: str, event_id: str) -> UpdateStatus | None:
+def update_status(ctx: ApiContext, slug: str, event_id: str) -> UpdateStatus | None:
     """Where the update is; None when nothing is known of it."""
     status_url = f"/v1/conferences/{slug}/updates/{event_id}"
     raw = ctx.client.get(keys.event(event_id))
@@ -141,14 +145,18 @@ def _status(ctx: ApiContext, slug: str, event_id: str) -> UpdateStatus | None:
     return UpdateStatus(event=event_id, state="waiting", status_url=status_url)
 
 
-def _update(ctx: ApiContext, conf: Conference, dry: bool) -> UpdatePlan | UpdateStatus:
-    plan = _plan(forecast(seats_of(ctx.client, conf), conf))
+def announce_update(
+    ctx: ApiContext, conf: Conference, dry: bool, event_id: str | None = None
+) -> UpdatePlan | UpdateStatus:
+    """The forecast (dry, or nothing changed), else publish and wait up to UPDATE_WAIT for a
+    worker to plan the batch; `event_id` as in publish_update."""
+    plan = update_plan(forecast(seats_of(ctx.client, conf), conf))
     if dry or not plan.changed:
         return plan
-    event_id = _publish(ctx, conf)
+    event_id = publish_update(ctx, conf, event_id)
     deadline = time.monotonic() + UPDATE_WAIT
     while True:
-        found = _status(ctx, conf.slug, event_id)
+        found = update_status(ctx, conf.slug, event_id)
         assert found is not None  # accepted just now
         if found.state != "waiting" or time.monotonic() >= deadline:
             return found
@@ -177,7 +185,7 @@ async def post_update(
     req = await body.read_model(request, UpdatesRequest)
     conf = conference(ctx, slug)
     refuse_past(conf, req.allow_past, "updates")
-    found = await run_in_threadpool(_update, ctx, conf, req.dry_run)
+    found = await run_in_threadpool(announce_update, ctx, conf, req.dry_run)
     if isinstance(found, UpdatePlan):
         response.status_code = 200
     return found
@@ -193,7 +201,7 @@ async def post_update(
 def get_update(slug: str, event: str, ctx: Context, _: Organiser) -> UpdateStatus:
     """`waiting` for a worker, `planned` with the batch's URL, or `dead-letter` with why."""
     conference(ctx, slug)
-    found = _status(ctx, slug, event)
+    found = update_status(ctx, slug, event)
     if found is None:
         raise Problem(404, "unknown-update", "Unknown update", f"No update {event!r} of {slug}")
     return found

@@ -152,6 +152,13 @@ class Batches:
             total = int(self.r.scard(keys.batch_members(key)))
             self.r.hset(keys.batch(key), mapping={"state": "planned", "total": total})
 
+    def of_conference(self, conference: str) -> list[str]:
+        """The keys of the conference's batches."""
+        prefix = batch_key(conference, "")
+        return sorted(
+            k for k in (text(k) for k in self.r.smembers(keys.BATCHES)) if k.startswith(prefix)
+        )
+
     def find(self, batch_id: str) -> list[str]:
         """Batch keys whose id (or whole key) is `batch_id`."""
         found = [text(k) for k in self.r.smembers(keys.BATCHES)]

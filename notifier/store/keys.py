@@ -91,6 +91,22 @@ def updates(conference: str) -> str:
     return f"{PREFIX}:updates:{conference}"
 
 
+def recent_events(conference: str) -> str:
+    """List, newest first and capped: the conference's latest events (id, type, outcome,
+    registration id, time; no names or addresses), for the organisers' console."""
+    return f"{PREFIX}:recent-events:{conference}"
+
+
+def console_session(digest: str) -> str:
+    """Hash with a TTL: an organiser's console session, by the SHA-256 of its cookie."""
+    return f"{PREFIX}:console:session:{digest}"
+
+
+def login_failures(client: str) -> str:
+    """Counter with a TTL: failed console logins from one client address."""
+    return f"{PREFIX}:console:login-failures:{client}"
+
+
 SLOT = "{}"  # a variable part of a key in a template; Lua's string.gsub finds it literally
 
 

@@ -376,6 +376,13 @@ class Outbox:
             for key, s in zip(message_keys, pipe.execute(), strict=True)
         }
 
+    def keys_of_registrations(self, conference: str, registrations: Sequence[str]) -> list[str]:
+        """Every indexed message key of these registrations (keys.registration_messages)."""
+        pipe = self.r.pipeline(transaction=False)
+        for registration in registrations:
+            pipe.smembers(keys.registration_messages(conference, registration))
+        return sorted(text(k) for members in pipe.execute() for k in members)
+
     def counts(self, batch: str | None = None) -> dict[str, int]:
         raw = self.r.hgetall(keys.batch_counts(batch) if batch else keys.COUNTS)
         got = {text(k): int(v) for k, v in raw.items()}

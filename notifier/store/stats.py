@@ -13,7 +13,8 @@ from __future__ import annotations
 import redis
 
 from notifier.domain.events import EVENT_TYPES
-from notifier.store import keys
+from notifier.store import eventlog, keys
+from notifier.store.eventlog import RecentEvent
 
 EVENT_OUTCOMES = ("applied", "duplicate", "dead_letter")
 REPLY_CLASSES = ("2xx", "4xx", "5xx", "unknown")
@@ -27,11 +28,22 @@ def event_type(value: object) -> str:
     return value if isinstance(value, str) and value in EVENT_TYPES else INVALID_TYPE
 
 
-def count_event(client: redis.Redis, event_type_label: str, outcome: str) -> None:
-    """Count one ingested event (`event_type_label` from event_type())."""
+def count_event(
+    client: redis.Redis,
+    event_type_label: str,
+    outcome: str,
+    recent: tuple[str, RecentEvent] | None = None,
+) -> None:
+    """Count one ingested event (`event_type_label` from event_type()); with `recent`
+    (conference, entry), also add it to that conference's latest events, in the same round
+    trip."""
     if outcome not in EVENT_OUTCOMES:
         raise ValueError(f"not an event outcome: {outcome}")
-    client.hincrby(keys.EVENT_STATS, f"{event_type_label}:{outcome}", 1)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(keys.EVENT_STATS, f"{event_type_label}:{outcome}", 1)
+        if recent is not None:
+            eventlog.push(pipe, *recent)
+        pipe.execute()
 
 
 def reply_class(code: int | None) -> str:

@@ -108,6 +108,11 @@ class Tokens:
         found = self.r.hgetall(keys.TOKENS)
         return sorted((_info(text(k), v) for k, v in found.items()), key=lambda t: t.name)
 
+    def is_live_digest(self, wanted: str) -> bool:
+        """Whether a live token has this SHA-256 digest (a console session's check that the
+        token it was opened with has not been revoked since)."""
+        return bool(wanted) and bool(self.r.hexists(keys.TOKEN_DIGESTS, wanted))
+
     def check(self, token: str) -> TokenInfo | None:
         """The live token's record, or None for an unknown or revoked token.
 
