@@ -41,9 +41,11 @@ unit: install
 
 bench: install sink
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.http
 
 bench-quick: install sink
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.http --events 3000 --batch-requests 6 --rush 300
 
 # The benchmark's sink: found, else installed where this user may (root with apt-get), else
 # the benchmark falls back to an aiosmtpd sink and says so.

@@ -65,6 +65,7 @@ class Config:
     output: Path
     skip_ingest: bool
     skip_rush: bool
+    serve_workers: int = 1
 
 
 @dataclass(slots=True)
@@ -131,7 +132,7 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class Server:
     """A private Redis and `notifier serve` on a free port; no worker (events stay queued)."""
 
-    def __init__(self, workdir: Path, stack: ExitStack) -> None:
+    def __init__(self, workdir: Path, stack: ExitStack, workers: int = 1) -> None:
         folder = workdir / "redis-http"
         folder.mkdir(parents=True, exist_ok=True)
         redis_server = PrivateRedis(folder=folder).start()
@@ -141,7 +142,10 @@ class Server:
         self.token = self._token()
         with (workdir / "serve.log").open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(NOTIFIER), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    *(str(NOTIFIER), "serve", "--host", "127.0.0.1", "--port", str(self.port)),
+                    *("--workers", str(workers)),
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -268,6 +272,9 @@ def parse(argv: list[str] | None) -> Config:
     p.add_argument("--batch-requests", type=int, default=20, help="batch requests of 1,000")
     p.add_argument("--rush", type=int, default=1_000, help="registrations in the rush")
     p.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
+    p.add_argument(
+        "--serve-workers", type=int, default=1, help="`notifier serve --workers N` processes"
+    )
     p.add_argument("--output", type=Path, default=RESULTS / "http.json")
     p.add_argument("--skip-ingest", action="store_true", help="only the opening rush")
     p.add_argument("--skip-rush", action="store_true", help="only HTTP ingest")
@@ -285,6 +292,7 @@ def parse(argv: list[str] | None) -> Config:
         output=a.output,
         skip_ingest=a.skip_ingest,
         skip_rush=a.skip_rush,
+        serve_workers=a.serve_workers,
     )
 
 
@@ -304,7 +312,7 @@ def measure(cfg: Config) -> Results:
         with ExitStack() as stack:
 
             def ingest() -> None:
-                server = Server(workdir, stack)
+                server = Server(workdir, stack, cfg.serve_workers)
                 single_events(cfg, server, r)
                 batches(cfg, server, r)
 

@@ -50,11 +50,12 @@ class Client:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.cookies: dict[str, str] = {}
+        self.extra: dict[str, str] = {}  # sent with every request (a proxy's headers)
 
     def _headers(self) -> dict[str, str]:
         if not self.cookies:
-            return {}
-        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+            return dict(self.extra)
+        return {**self.extra, "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
 
     def _keep(self, reply: Reply, raw_cookies: list[str]) -> None:
         for header in raw_cookies:

@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, routers: Iterable[APIRouter] = ()) -> Fast
         try:
             yield
         finally:
+            await ctx.aclose()
             ctx.close()
 
     app = FastAPI(

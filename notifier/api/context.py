@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 from kombu.exceptions import KombuError
 
 from notifier.errors import BrokerUnavailable
 from notifier.loading import Conferences
 from notifier.settings import Settings
 from notifier.store import keys
+from notifier.store.acceptance import AsyncAcceptance
+from notifier.taskmessage import QUEUE, TaskMessages
 
 log = logging.getLogger("notifier.api")
 
@@ -93,20 +96,34 @@ class ApiContext:
     client: redis.Redis
     conferences: Conferences
     publisher: Publisher
+    # The event endpoints' own client, on the server's event loop (no thread per call).
+    aclient: redis.asyncio.Redis
+    # Set when the broker is the store's Redis: events go to the queue by one script.
+    acceptance: AsyncAcceptance | None
+    messages: TaskMessages
 
     @classmethod
     def create(cls, settings: Settings) -> ApiContext:
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            socket_timeout=REDIS_TIMEOUT,
-            health_check_interval=30,
-        )
-        return cls(settings, client, Conferences(settings.conferences_dir), Publisher(settings))
+        options: dict[str, Any] = {
+            "socket_connect_timeout": REDIS_TIMEOUT,
+            "socket_timeout": REDIS_TIMEOUT,
+            "health_check_interval": 30,
+        }
+        client = redis.Redis.from_url(settings.redis_url, **options)
+        aclient = redis.asyncio.Redis.from_url(settings.redis_url, **options)
+        publisher = Publisher(settings)
+        same = settings.broker_url == settings.redis_url
+        acceptance = AsyncAcceptance(aclient, QUEUE, ACCEPTED_SECONDS) if same else None
+        conferences = Conferences(settings.conferences_dir)
+        messages = TaskMessages.for_app(publisher.app.thread_oid)
+        return cls(settings, client, conferences, publisher, aclient, acceptance, messages)
 
     def close(self) -> None:
         self.publisher.close()
         self.client.close()
+
+    async def aclose(self) -> None:
+        await self.aclient.aclose()
 
     def seen(self, event_ids: Sequence[str]) -> list[bool]:
         """Per id: whether the event was applied (its marker) or accepted here before."""

@@ -1,11 +1,13 @@
 """POST /v1/events and /v1/events/batch: events over HTTP, onto the same queue.
 
-Nothing is half-accepted. An event is published to the broker first and only then marked
-accepted (keys.accepted, SET NX with a TTL), so "accepted" means the broker holds it; if
-publishing fails the client gets 503 with Retry-After, nothing is marked, and it sends the
-same id again. An id that is marked, or whose event the worker has applied (its event
-marker), answers "duplicate" and is not published again. Two requests with the same id at
-the same moment may both publish: the worker applies an id once.
+Nothing is half-accepted. When the broker is the store's Redis (the default), one script
+pushes each new event's task onto the queue and marks its id accepted (keys.accepted, with a
+TTL) in one step (notifier.store.acceptance); an id that is marked, or whose event the
+worker has applied (its event marker), answers "duplicate" and is not queued again, even
+when two requests carry it at once. With a broker elsewhere, kombu publishes first and the
+id is marked after, so "accepted" still means the broker holds it; there two requests with
+the same id at the same moment may both publish, and the worker applies an id once. If
+Redis or the broker fails, the client gets 503 with Retry-After and sends the same id again.
 """
 
 from __future__ import annotations
@@ -92,8 +94,19 @@ async def post_event(request: Request, ctx: Context, _: Ingest) -> EventAccepted
     raw = await body.read(request, body.MAX_BODY)
     parse_event(raw, conferences=ctx.conferences)  # InvalidEvent: 422 naming each field
     event = json.loads(raw)
-    [status] = await run_in_threadpool(_accept, ctx, [event])
+    [status] = await accept(ctx, [event])
     return EventAccepted(id=event["id"], status=status)
+
+
+async def accept(ctx: ApiContext, events: list[dict[str, Any]]) -> list[str]:
+    """Each event's status, "accepted" or "duplicate". When the broker is the store's Redis,
+    one script queues and marks them (notifier.store.acceptance); otherwise kombu publishes
+    them and a second step marks them."""
+    if ctx.acceptance is None:
+        return await run_in_threadpool(_accept, ctx, events)
+    tasks = [(str(e["id"]), ctx.messages.ingest(e)) for e in events]
+    done = await ctx.acceptance.accept(tasks)
+    return ["accepted" if ok else "duplicate" for ok in done]
 
 
 def _validate(items: list[Any], ctx: ApiContext) -> tuple[list[ItemResult | None], list[int]]:
@@ -120,9 +133,9 @@ def _validate(items: list[Any], ctx: ApiContext) -> tuple[list[ItemResult | None
     return results, valid
 
 
-def _batch(ctx: ApiContext, items: list[Any]) -> BatchResult:
-    results, valid = _validate(items, ctx)
-    statuses = _accept(ctx, [items[i] for i in valid]) if valid else []
+async def _batch(ctx: ApiContext, items: list[Any]) -> BatchResult:
+    results, valid = await run_in_threadpool(_validate, items, ctx)
+    statuses = await accept(ctx, [items[i] for i in valid]) if valid else []
     for index, status in zip(valid, statuses, strict=True):
         results[index] = ItemResult(index=index, id=items[index]["id"], status=status)
     done = [r for r in results if r is not None]
@@ -148,4 +161,4 @@ async def post_batch(request: Request, ctx: Context, _: Ingest) -> BatchResult:
         raise invalid([("events", "send an object with one field, events: a list")], "batch")
     if len(items) > body.MAX_BATCH:
         raise invalid([("events", f"at most {body.MAX_BATCH} events per batch")], "batch")
-    return await run_in_threadpool(_batch, ctx, items)
+    return await _batch(ctx, items)

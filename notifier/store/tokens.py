@@ -21,11 +21,21 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis
+import redis.asyncio
 
 from notifier.store import keys
 from notifier.store.codec import text
 
-__all__ = ["PREFIX", "SCOPES", "Scope", "TokenExists", "TokenInfo", "Tokens", "digest"]
+__all__ = [
+    "PREFIX",
+    "SCOPES",
+    "Scope",
+    "TokenExists",
+    "TokenInfo",
+    "Tokens",
+    "check_async",
+    "digest",
+]
 
 Scope = Literal["ingest", "organiser"]
 SCOPES: tuple[Scope, ...] = ("ingest", "organiser")
@@ -121,10 +131,19 @@ class Tokens:
         time, so that not even the record's own comparison leaks timing.
         """
         wanted = digest(token)
-        raw = self.r.hget(keys.TOKEN_DIGESTS, wanted)
-        if raw is None:
-            return None
-        live = json.loads(raw)
-        if not hmac.compare_digest(str(live["sha256"]), wanted):
-            return None
-        return TokenInfo(str(live["name"]), cast(Scope, live["scope"]), float(live["created"]))
+        return _live(self.r.hget(keys.TOKEN_DIGESTS, wanted), wanted)
+
+
+async def check_async(client: redis.asyncio.Redis, token: str) -> TokenInfo | None:
+    """Tokens.check on an asyncio client (the HTTP API's event loop)."""
+    wanted = digest(token)
+    return _live(await client.hget(keys.TOKEN_DIGESTS, wanted), wanted)
+
+
+def _live(raw: bytes | str | None, wanted: str) -> TokenInfo | None:
+    if raw is None:
+        return None
+    live = json.loads(raw)
+    if not hmac.compare_digest(str(live["sha256"]), wanted):
+        return None
+    return TokenInfo(str(live["name"]), cast(Scope, live["scope"]), float(live["created"]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from notifier.domain.notice import Kind
@@ -66,8 +67,7 @@ def settled(s: Stack, total: int) -> bool:
 def log_in(driver: WebDriver, server: Api, token: str) -> None:
     driver.get(url(server, "/"))  # no session: the login form
     assert driver.current_url.startswith(url(server, "/login"))
-    driver.find_element(By.NAME, "token").send_keys(token)
-    submit(driver, "/login")
+    driver.find_element(By.NAME, "token").send_keys(token + Keys.ENTER)  # the keyboard only
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "form.logout"), 10, "the overview")
 
 
@@ -85,6 +85,10 @@ def test_organiser_runs_a_reminder_replays_a_dead_letter_and_logs_out(
     look(browser, axe, shots, "01-login")
     log_in(browser, server, token)
     look(browser, axe, shots, "02-overview")
+    # Keyboard: the first Tab reaches the skip link, which takes focus past the menu
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    skip = browser.switch_to.active_element
+    assert (skip.get_attribute("href") or "").endswith("#indhold") and skip.is_displayed()
     assert "Kommunernes Digitaliseringstræf" in browser.page_source
 
     browser.get(url(server, f"/conferences/{CONFERENCE}"))

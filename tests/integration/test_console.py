@@ -176,3 +176,13 @@ def test_the_login_form_needs_its_own_csrf_token(server: Api) -> None:
     token = make_token(server.settings, "organiser")
     refused = c.post("/login", {**fields, "token": token, "csrf": "forged"})
     assert refused.status == 403 and "notifier_session" not in c.cookies
+
+
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(server: Api) -> None:
+    """uvicorn takes X-Forwarded-Proto from a proxy on loopback: the request was HTTPS."""
+    c = Client(server)
+    c.extra["X-Forwarded-Proto"] = "https"
+    done = c.login(make_token(server.settings, "organiser"))
+    assert done.status == 303
+    [cookie] = [h for h in done.cookies if h.startswith("notifier_session=")]
+    assert "Secure" in cookie and "HttpOnly" in cookie

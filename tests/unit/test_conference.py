@@ -270,3 +270,19 @@ def test_an_added_reminder_rule_falls_due(folder: Path, ticks: Ticks) -> None:
     ticks.now += CHECK_SECONDS
     [due] = due_reminders([confs.get(s) for s in confs.slugs()], at)
     assert (due.conference, due.rule, due.due_at) == (SECOND, "3-days", at)
+
+
+def test_membership_is_looked_up_once_per_interval_and_misses_every_time(
+    folder: Path, ticks: Ticks
+) -> None:
+    confs = Conferences(folder, check_seconds=1.0, clock=ticks)
+    assert SECOND in confs
+    (folder / f"{SECOND}.toml").unlink()
+    ticks.now += 0.5
+    assert SECOND in confs  # within the interval: not looked for again
+    ticks.now += 0.5
+    assert SECOND not in confs
+    assert "nope" not in confs and "nope" not in confs._present  # misses are not kept
+    _write(folder, SECOND, VALID)
+    assert SECOND in confs  # a miss is looked for every time
+    assert 42 not in confs
