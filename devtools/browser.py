@@ -34,6 +34,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -118,7 +119,25 @@ def options(profile: Path) -> Options:
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={profile}")
     opts.add_argument(f"--window-size={WIDTH},{HEIGHT}")
+    # The page's console messages (CSP violations, script errors), for `console_errors`.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return opts
+
+
+def console_errors(driver: RemoteWebDriver) -> list[str]:
+    """The page's console errors since the last call (a CSP violation is one), without
+    the favicon the pages do not have, and without the page's own status when it is an
+    error page on purpose (Chromium logs a 404 document as a failed resource)."""
+    # What ChromiumDriver.get_log sends; the remote driver's type (what tests hold) lacks it.
+    found: list[dict[str, Any]] = driver.execute("getLog", {"type": "browser"})["value"]
+    page = f"{driver.current_url} - Failed to load resource"
+    return [
+        str(entry["message"])
+        for entry in found
+        if entry.get("level") == "SEVERE"
+        and "favicon.ico" not in str(entry["message"])
+        and not str(entry["message"]).startswith(page)
+    ]
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from devtools.browser import console_errors
 from notifier.domain.notice import Kind
 from notifier.settings import load_settings
 from notifier.store.deadletter import DeadLetters
@@ -48,9 +49,11 @@ def url(server: Api, path: str) -> str:
 
 
 def look(driver: WebDriver, axe: Axe, shots: Shots, name: str) -> None:
-    """Every page the test shows: no serious or critical axe violations, and a screenshot."""
+    """Every page the test shows: no serious or critical axe violations, no console error
+    (a style or script the Content-Security-Policy blocked is one), and a screenshot."""
     shots(name)
     axe()
+    assert console_errors(driver) == [], name
 
 
 def submit(driver: WebDriver, form_action: str) -> None:
