@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from notifier.api.auth import context
 from notifier.console.web import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -26,7 +27,6 @@ from notifier.console.web import (
     PageError,
     check_csrf,
     client_address,
-    context,
     form,
     is_https,
     now,

@@ -27,6 +27,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
+from notifier.api.auth import context
 from notifier.api.context import ApiContext
 from notifier.domain.conference import Conference
 from notifier.errors import ConfigError
@@ -84,12 +85,6 @@ def when(epoch_or_iso: float | str | datetime | None) -> str:
 
 
 ENV = _environment()
-
-
-def context(request: Request) -> ApiContext:
-    ctx = request.app.state.api
-    assert isinstance(ctx, ApiContext)
-    return ctx
 
 
 def sessions(ctx: ApiContext) -> Sessions:
