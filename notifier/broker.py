@@ -44,18 +44,14 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils import encoding, json
 
+from notifier.store.refusal import LOST, READ_ONLY, refused
+
 log = logging.getLogger("notifier")
 # kombu's helpers and its Redis channel carry no type hints.
 bytes_to_str: Callable[[Any], str] = encoding.bytes_to_str
 loads: Callable[[str], Any] = json.loads
 _RedisChannel: Any = kombu_redis.Channel
 
-#: Refusals that end by themselves on the same connection: memory is freed, the disk (MISCONF)
-#: takes snapshots again. ExecAbortError is how redis-py may report a MULTI refused for these.
-REFUSED = (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError)
-#: Refused by a demoted primary: only a new connection can reach the new one.
-READ_ONLY = redis.exceptions.ReadOnlyError
-LOST = (redis.ConnectionError, redis.TimeoutError)
 FIRST_WAIT = 0.05  # seconds
 MAX_WAIT = 5.0  # seconds: how late the worker notices that Redis takes writes again
 #: How long a popped task waits for a lost connection before kombu's own handling takes over
@@ -67,8 +63,33 @@ ALIVE_SECONDS = 30  # a channel not heard of for this long is taken to be dead
 ALIVE_REFRESH = 5.0  # seconds between refreshes of a live channel's key
 
 
-def _refused(exc: redis.RedisError) -> bool:
-    return isinstance(exc, (*REFUSED, READ_ONLY)) or "MISCONF" in str(exc)[:200]
+_refused = refused
+
+#: Events of one registration with equal times apply in publication order. The queue is a
+#: FIFO list, so the order tasks leave it is the order they were published: the pop script
+#: numbers each ingest task as it leaves (a counter in the broker's Redis), and the number
+#: travels in the task's headers to notifier.tasks. A task that comes back (a dead
+#: channel's in-flight list, Celery's restore of unacknowledged tasks) keeps its number:
+#: it is kept per delivery tag for ORDER_TTL seconds, and the restored copy carries it.
+STAMPED_TASK = "notifier.ingest"
+ORDER_HEADER = "notifier_order"
+ORDER_COUNTER = "notifier:publication-order"
+ORDER_STAMP = "notifier:publication-order:"  # + delivery tag: the number given to it
+ORDER_TTL = 7 * 86_400  # seconds
+POP = """
+local item = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+if not item then return false end
+if not string.find(item, '"' .. ARGV[3] .. '"', 1, true) then return {item, 0} end
+local tag = string.match(item, '"delivery_tag": *"([^"]+)"')
+if not tag then return {item, 0} end
+local stamp = ARGV[1] .. tag
+local n = redis.call('GET', stamp)
+if not n then
+  n = redis.call('INCR', KEYS[3])
+  redis.call('SET', stamp, n, 'EX', ARGV[2])
+end
+return {item, tonumber(n)}
+"""
 
 
 class QoS(kombu_redis.QoS):
@@ -189,12 +210,15 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             super()._brpop_start(timeout)
             return
         queue = self._q_for_pri(queues[0], self.priority_steps[0])
-        inflight = self._keep_alive(queue)
+        self._keep_alive(queue)
         self._inflight_queue = queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         wait = self.brpop_timeout if timeout is None else timeout
-        self.client.connection.send_command("BRPOPLPUSH", queue, inflight, wait or 0)
+        # Waits until the queue holds a task without taking it (the list's last element
+        # moves to its own end): the pop itself is a script (see _pop), which a blocking
+        # command cannot be.
+        self.client.connection.send_command("BLMOVE", queue, queue, "RIGHT", "RIGHT", wait or 0)
 
     def _keep_alive(self, queue: str) -> str:
         if self._inflight is None:
@@ -219,7 +243,8 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             return bool(super()._brpop_read(**options))
         try:
             try:
-                item = self.client.parse_response(self.client.connection, "BRPOPLPUSH")
+                ready = self.client.parse_response(self.client.connection, "BLMOVE")
+                popped = self._pop(queue, inflight) if ready else None
             except self.connection_errors:
                 self.client.connection.disconnect()  # reconnect on the next round, as kombu
                 raise
@@ -234,16 +259,28 @@ class Channel(_RedisChannel):  # type: ignore[misc]
                 time.sleep(min(FIRST_WAIT * 2 ** min(self._refusals, 10), MAX_WAIT))
                 raise Empty() from None
             self._refusals = 0
-            if not item:
-                raise Empty()
+            if not popped:
+                raise Empty()  # none waiting, or another consumer took it first
+            item, order = popped
             self._queue_cycle.rotate(queue)
-            self.connection._deliver(loads(bytes_to_str(item)), queue)
-            # Recorded as unacknowledged by now (QoS.append, in the call above).
+            payload = loads(bytes_to_str(item))
+            if order:
+                payload.setdefault("headers", {})[ORDER_HEADER] = int(order)
+            self.connection._deliver(payload, queue)
+            # Recorded as unacknowledged by now (QoS.append, in the call above), with the
+            # order header: a task restored from there keeps its place.
             self.client.lrem(inflight, 1, item)
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _pop(self, queue: str, inflight: str) -> tuple[bytes, int] | None:
+        """Move the queue's next task into the in-flight list, stamped with its place in
+        publication order if it is an ingest task (see POP)."""
+        keys = [queue, inflight, ORDER_COUNTER]
+        found = self.client.eval(POP, len(keys), *keys, ORDER_STAMP, ORDER_TTL, STAMPED_TASK)
+        return (found[0], int(found[1])) if found else None
 
 
 class Transport(kombu_redis.Transport):

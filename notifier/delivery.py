@@ -4,6 +4,7 @@ SMTP session; the sessions of a process run side by side on its event loop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -15,8 +16,8 @@ import redis
 
 from notifier.bounces.token import message_token, return_path
 from notifier.domain.itip import Prepared, prepare
-from notifier.domain.notice import Kind, Notice
-from notifier.domain.plan import Seat
+from notifier.domain.notice import SEAT_KINDS, Kind, Notice
+from notifier.domain.plan import Seat, seat_uid
 from notifier.domain.recipients import mask
 from notifier.domain.retry import backoff
 from notifier.errors import (
@@ -34,10 +35,13 @@ from notifier.settings import Settings
 from notifier.smtp import Outcome, Sender, Sent
 from notifier.store.gate import Gate
 from notifier.store.outbox import AsyncOutbox, Claim, Settlement
+from notifier.store.refusal import LOST, READ_ONLY, refused
 from notifier.store.stats import reply_class
 from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
+#: How many leases a send's outcome is waited on while Redis refuses writes (see _stubbornly).
+RECORD_PATIENCE = 10
 
 
 class Delivery:
@@ -62,7 +66,7 @@ class Delivery:
         self.rand = rand
         self.suppressions = suppressions
         self.bounce_secret = settings.bounce_key()  # read once: it may come from a file
-        self._recording: list[tuple[Claim, str, asyncio.Future[Any]]] = []
+        self._recording: list[tuple[Claim, Settlement, asyncio.Future[Any]]] = []
         self._halted: redis.RedisError | None = None
 
     async def one(self, sender: Sender, key: str) -> None:
@@ -118,6 +122,8 @@ class Delivery:
     async def _deliver(self, sender: Sender, claim: Claim, outcomes: list[Outcome]) -> None:
         try:
             ready = await self._prepared(claim)
+            if ready is None:
+                return  # put back until an earlier mail for its invite UID has settled
             if ready.notice is None:
                 await self._finish(claim, Settlement("skipped", ready.reason))
                 return
@@ -132,7 +138,7 @@ class Delivery:
             await self._finish(claim, Settlement("failed", f"cannot compose: {exc}"))
             return
         outcomes.append(await sender.send(msg))
-        await self._record(claim, msg, outcomes[0])
+        await self._record(claim, msg, outcomes[0], _carried(ready))
 
     async def _admitted(self, key: str) -> bool:
         """Wait for this send's slot; False (message put back) while senders are paused."""
@@ -173,23 +179,38 @@ class Delivery:
         )
         return True
 
-    async def _prepared(self, claim: Claim) -> Prepared:
-        """The notice as it goes out: reminders and updates to whoever holds the seat now,
-        every invite with the SEQUENCE its facts call for, recorded on the seat first (see
-        notifier.domain.itip). An event applied meanwhile changes the seat: prepare again."""
+    async def _prepared(self, claim: Claim) -> Prepared | None:
+        """The notice as it goes out (notifier.domain.itip): reminders and updates to whoever
+        holds the seat now, every invite with the SEQUENCE its facts call for. None: the
+        message was put back to wait for an earlier mail for the same invite UID.
+
+        A reminder or update first takes its turn for the holder's UID (a mail planned for a
+        UID is claimed only in its turn: claim.lua). What a mail's invite carries is recorded
+        on the seat when the relay has it (finish.lua), not here; only a REQUEST withheld
+        while the conference is cancelled is recorded now, as it is never sent. An event
+        applied meanwhile changes the seat: prepare again."""
         conf = self.conferences.get(claim.notice.conference)
         current = claim.seat
         while True:
             seat = Seat.from_json(current) if current else None
+            if claim.notice.kind in SEAT_KINDS and seat is not None and seat.status == "active":
+                turn = await self.outbox.turn(claim, current or "", seat_uid(seat, conf))
+                if turn.waiting or turn.lost:
+                    return None
+                if not turn.held:
+                    current = turn.seat or None
+                    continue
             ready = prepare(claim.notice, seat, conf)
-            if ready.seat is None:
+            if ready.notice is not None or ready.seat is None:
                 return ready
             found = await self.outbox.carry(claim, current, ready.seat.to_json())
             if found is None:
                 return ready
             current = found or None
 
-    async def _record(self, claim: Claim, msg: Composed, outcome: Outcome) -> None:
+    async def _record(
+        self, claim: Claim, msg: Composed, outcome: Outcome, carried: tuple[str, str]
+    ) -> None:
         fields = {
             "key": claim.key,
             "registration": claim.notice.registration_id,
@@ -200,9 +221,14 @@ class Delivery:
         }
         self._count_reply(outcome)
         if isinstance(outcome, Sent):
-            self._sent(claim, outcome, fields, msg.recipient)
+            self._sent(
+                claim,
+                outcome,
+                fields,
+                Settlement("sent", outcome.reply, 0.0, msg.recipient, *carried),
+            )
         elif isinstance(outcome, DeliveryUnknown):
-            await self._unknown(claim, outcome, fields)
+            await self._unknown(claim, outcome, fields, carried)
         elif (
             isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts
         ):
@@ -219,12 +245,12 @@ class Delivery:
         counted.add_done_callback(_ignore_failure)
 
     def _sent(
-        self, claim: Claim, outcome: Sent, fields: Mapping[str, object], recipient: str
+        self, claim: Claim, outcome: Sent, fields: Mapping[str, object], end: Settlement
     ) -> None:
         # Not awaited: the session's next call (its next claim) follows it in the same
         # or a later pipeline, so the record is in Redis before the next send starts.
         # The address is kept: a bounce of a reminder must know whom it was sent to.
-        self._record_soon(claim, outcome.reply, recipient)
+        self._record_soon(claim, end)
         log.info(
             "sent %s",
             claim.key,
@@ -266,11 +292,17 @@ class Delivery:
         )
 
     async def _unknown(
-        self, claim: Claim, outcome: DeliveryUnknown, fields: Mapping[str, object]
+        self,
+        claim: Claim,
+        outcome: DeliveryUnknown,
+        fields: Mapping[str, object],
+        carried: tuple[str, str],
     ) -> None:
-        """The relay may have it: resend at most `unknown_resends` times, then stop."""
+        """The relay may have it: resend at most `unknown_resends` times, then stop. What
+        its invite carried is recorded: the attendee may hold it."""
         delay = self._backoff(claim)
-        got = await self._finish(claim, Settlement("unknown", outcome.reply, delay))
+        end = Settlement("unknown", outcome.reply, delay, "", *carried)
+        got = await self._finish(claim, end)
         state = "retrying" if got == 2 else "unknown"
         log.warning(
             "delivery of %s unknown (no reply to the final dot); %s",
@@ -294,39 +326,48 @@ class Delivery:
         return got
 
     async def _stubbornly(self, call: Callable[[], Awaitable[int]]) -> int:
-        """Record an outcome, waiting for a Redis that restarts: an outcome not recorded is
-        a message sent again once its lease runs out. Gives up at half the lease."""
+        """Record an outcome, waiting for a Redis that restarts, is full or read-only: an
+        outcome not recorded is a message sent again once its lease runs out. Nobody can
+        take the claim over while Redis refuses writes (a claim is a write too), so the
+        wait goes on past the lease, up to RECORD_PATIENCE leases; a lost connection is
+        waited for half a lease (the lease may run out meanwhile and the sweeper hand the
+        message on)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.outbox.lease / 2
+        lost_until = loop.time() + self.outbox.lease / 2
+        refused_until = loop.time() + self.outbox.lease * RECORD_PATIENCE
         pause = 0.25
         while True:
             try:
                 return await call()
-            except (redis.ConnectionError, redis.TimeoutError):
-                if loop.time() + pause > deadline:
+            except LOST:
+                if loop.time() + pause > lost_until:
                     raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+            except redis.ResponseError as exc:
+                if not refused(exc) or loop.time() + pause > refused_until:
+                    raise
+                if isinstance(exc, READ_ONLY):
+                    await self.outbox.reconnect()  # a demoted primary: find the new one
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
-    def _record_soon(self, claim: Claim, reply: str, recipient: str = "") -> None:
+    def _record_soon(self, claim: Claim, end: Settlement) -> None:
         # Not awaited: it reaches Redis before the session's next call (see settle).
-        end = Settlement("sent", reply, recipient=recipient)
-        self._recording.append((claim, reply, self.outbox.finish_soon(claim, end)))
+        self._recording.append((claim, end, self.outbox.finish_soon(claim, end)))
 
     async def settle(self) -> None:
         """Wait until every queued record is in Redis (recording again those a store error
         stopped); then raise the store error that halted the run, if one did."""
         recording, self._recording = self._recording, []
         results = await asyncio.gather(*(f for _, _, f in recording), return_exceptions=True)
-        for (claim, reply, _), got in zip(recording, results, strict=True):
+        for (claim, end, _), got in zip(recording, results, strict=True):
             if isinstance(got, redis.RedisError):
                 try:
-                    await self._finish(claim, Settlement("sent", reply))
+                    await self._finish(claim, end)
                 except redis.RedisError as exc:
                     self._halt(exc)
             elif isinstance(got, BaseException):
                 raise got
-            elif not got:
+            elif not self.outbox.finished(got):
                 _lost(claim, "sent")
         halted, self._halted = self._halted, None
         if halted is not None:
@@ -363,6 +404,18 @@ class _LeaseKeeper:
         self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+def _carried(ready: Prepared) -> tuple[str, str]:
+    """The invite UID a prepared mail carries and what to record for it once the relay has
+    it (plan.Carried's JSON; '' when the seat already records it)."""
+    notice = ready.notice
+    if notice is None or notice.invite is None or ready.seat is None:
+        return "", ""
+    record = ready.seat.carried.get(notice.invite.uid)
+    if record is None:
+        return "", ""
+    return notice.invite.uid, json.dumps(record.to_dict(), ensure_ascii=False)
 
 
 def _ignore_failure(done: asyncio.Future[Any]) -> None:

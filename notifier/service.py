@@ -51,6 +51,8 @@ from notifier.store.stats import count_event, event_type
 from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
+#: Rounds of a deliver call for mails handed on within it (the rest wait for the sweeper).
+HAND_ON_ROUNDS = 8
 
 
 def _event_id(payload: Any) -> str | None:
@@ -170,8 +172,10 @@ class Service:
 
     # -- ingest -------------------------------------------------------------------------
 
-    def ingest(self, payload: Any) -> list[str]:
-        """Apply one event; the keys of its messages that still need sending.
+    def ingest(self, payload: Any, order: int | None = None) -> list[str]:
+        """Apply one event; the keys of its messages that still need sending. `order`: the
+        event's place in publication order (stamped as its task left the queue), which
+        orders events of one registration with equal `occurred_at`.
 
         An event that cannot be processed becomes a dead letter (never an exception).
 
@@ -181,15 +185,15 @@ class Service:
                 it: the task is retried with the message unacknowledged.
         """
         try:
-            return self._ingest(payload)
+            return self._ingest(payload, order)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    def _ingest(self, payload: Any) -> list[str]:
+    def _ingest(self, payload: Any, order: int | None) -> list[str]:
         now = self.clock().timestamp()
         try:
             event = parse_event(payload, conferences=self.conferences)
-            message_keys, fresh, applied = self._apply(event, now)
+            message_keys, fresh, applied = self._apply(event, now, order)
         except InvalidEvent as exc:
             return self._dead(payload, list(exc.errors), now)
         except ConfigError as exc:
@@ -228,7 +232,9 @@ class Service:
         )
         return []
 
-    def _apply(self, event: Event, now: float) -> tuple[list[str], bool, bool]:
+    def _apply(
+        self, event: Event, now: float, order: int | None = None
+    ) -> tuple[list[str], bool, bool]:
         """The event's message keys, whether they were all created by this call, and whether
         the event was applied (False: seen before, nothing new)."""
         conf = self.conferences.get(event.conference)
@@ -241,13 +247,13 @@ class Service:
             return planned, False, applied
         if isinstance(event, RegistrationCreated):
             reg = event.registration.id
-            planner = partial(plan_created, event, conf=conf)
+            planner = partial(plan_created, event, conf=conf, order=order)
         elif isinstance(event, RegistrationSubstituted):
             reg = event.registration.id
-            planner = partial(plan_substituted, event, conf=conf)
+            planner = partial(plan_substituted, event, conf=conf, order=order)
         elif isinstance(event, RegistrationCancelled):
             reg = event.registration.id
-            planner = partial(plan_cancelled, event, conf=conf)
+            planner = partial(plan_cancelled, event, conf=conf, order=order)
         else:
             planned, applied = self._reminder_batch(event, conf, now)
             return planned, False, applied
@@ -316,15 +322,18 @@ class Service:
             StoreUnavailable: Redis failed during the run; what was under way finished and
                 what could be recorded was (the task is retried with the same keys).
         """
-        if not message_keys:
-            return
         delivery = self.delivery
-        try:
-            self.mailer.run(
-                list(message_keys), delivery.one, then=delivery.settle, halted=delivery.halted
-            )
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        todo = list(message_keys)
+        for _ in range(HAND_ON_ROUNDS):
+            if not todo:
+                return
+            try:
+                self.mailer.run(todo, delivery.one, then=delivery.settle, halted=delivery.halted)
+            except redis.RedisError as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            # Mails whose turn came when an earlier mail for their invite UID settled in this
+            # run go out over the same sessions (the sweeper would find them too, later).
+            todo = delivery.outbox.take_handed_on()
 
     def due_reminder_events(self) -> list[dict[str, Any]]:
         """reminder.requested events for scheduled rules that are due and not yet requested."""

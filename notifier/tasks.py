@@ -30,7 +30,7 @@ __all__ = ["DELIVER", "INGEST", "PURGE", "QUEUE", "SCHEDULE", "create_app"]
 log = logging.getLogger("notifier")
 
 QUEUE = "notifier"
-INGEST = "notifier.ingest"
+INGEST = broker.STAMPED_TASK  # "notifier.ingest": its tasks are numbered as they leave the queue
 DELIVER = "notifier.deliver"
 SCHEDULE = "notifier.schedule"
 PURGE = "notifier.purge"
@@ -167,10 +167,10 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     # A batch's messages are spread over every worker in chunks, each reusing SMTP sessions.
     runtime.hand_on = partial(enqueue_deliveries, app, chunk=settings.chunk_size)
 
-    @app.task(name=INGEST, **KEEP_ON_STORE_ERROR)  # type: ignore[untyped-decorator]
-    def ingest(event: Any) -> None:
+    @app.task(name=INGEST, bind=True, **KEEP_ON_STORE_ERROR)  # type: ignore[untyped-decorator]
+    def ingest(self: Task, event: Any) -> None:
         svc = runtime.service()
-        message_keys = svc.ingest(event)
+        message_keys = svc.ingest(event, order=_publication_order(self.request))
         if len(message_keys) <= INLINE_MAX:
             # A registration's few mails go out at once, over this process's kept sessions.
             svc.deliver(message_keys)
@@ -194,6 +194,14 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
         purge_expired(svc.r, svc.conferences, now)
         # Suppressions belong to no conference: each is kept NOTIFIER_SUPPRESSION_DAYS.
         purge_suppressions(svc.r, now.timestamp() - settings.suppression_days * 86_400)
+
+
+def _publication_order(request: Any) -> int | None:
+    """The ingest task's place in publication order, stamped as it left the queue
+    (notifier.broker); None for a task that did not pass through it (an eager call)."""
+    headers = getattr(request, "headers", None) or {}
+    found = headers.get(broker.ORDER_HEADER, getattr(request, broker.ORDER_HEADER, None))
+    return int(found) if isinstance(found, int) and found > 0 else None
 
 
 def _connect_signals(runtime: _Runtime, settings: Settings) -> None:

@@ -42,7 +42,6 @@ TITLE = "Meddel ændring"
 NOT_SENT = {
     CANCELLED_SEAT: "Afmeldt",
     itip.NOT_HELD: "Pladsen er overdraget til en anden",
-    itip.SUPERSEDED: "En nyere invitation er allerede på vej",
     itip.CONFERENCE_CANCELLED: "Konferencen er aflyst, og de har allerede fået besked",
     itip.NO_INVITE_YET: "Har ikke fået invitationen endnu; den kommer med de nye oplysninger",
     itip.UP_TO_DATE: "Invitationen har allerede de nye oplysninger",

@@ -23,10 +23,11 @@ from notifier.domain.plan import WITHHELD, Carried, Seat, seat_uid
 
 # Why a mail is not sent after all (recorded as the message's reply, state `skipped`).
 NOT_HELD = "seat no longer held by this attendee"
-SUPERSEDED = "superseded: a later invite for this attendee was planned before this one was sent"
 CONFERENCE_CANCELLED = "the conference is cancelled: no invite is sent for it"
 NO_INVITE_YET = "no invite sent yet: the mail still to come carries the current facts"
 UP_TO_DATE = "the attendee's invite already carries these facts"
+TOLD_CONFERENCE_CANCELLED = "the attendee has been told that the conference is cancelled"
+NOTHING_TO_CANCEL = "no invite was sent to this attendee: nothing to cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,32 @@ def prepare(notice: Notice, seat: Seat | None, conf: Conference) -> Prepared:
     if notice.invite is None or seat is None:
         # No invite, or a message stored before messages named their seat: as planned.
         return Prepared(notice)
+    # Every mail planned for a UID goes, in its turn (none is skipped as superseded): an
+    # attendee who held the seat even briefly gets the confirmation before its CANCEL, and
+    # the notices that say so to others are true.
     spec = notice.invite
-    if spec.sequence < seat.sequences.get(spec.uid, spec.sequence):
-        return Prepared(None, reason=SUPERSEDED)
-    if spec.method == "REQUEST" and conf.cancelled:
+    if conf.cancelled and spec.method == "REQUEST":
         return _withheld(notice, seat, spec.uid, spec.sequence)
+    if conf.cancelled and notice.kind is Kind.CANCELLATION:
+        return _cancelled_with_conference(notice, seat, conf, spec.sequence)
     return _stamped(notice, seat, conf, spec.method, spec.sequence, show_changes=False)
+
+
+def _cancelled_with_conference(
+    notice: Notice, seat: Seat, conf: Conference, planned: int
+) -> Prepared:
+    """A registration cancelled after the conference was called off: no "your registration
+    is cancelled" beside the conference's cancellation. Whoever still holds a REQUEST gets
+    the conference's cancellation; whoever was told already, or got nothing, gets nothing."""
+    assert notice.invite is not None
+    carried = seat.carried.get(notice.invite.uid)
+    if carried is None or carried.facts == WITHHELD:
+        return Prepared(None, reason=NOTHING_TO_CANCEL)
+    if carried.facts == conf.invite_facts.text("CANCEL"):
+        return Prepared(None, reason=TOLD_CONFERENCE_CANCELLED)
+    ready = _stamped(notice, seat, conf, "CANCEL", planned)
+    assert ready.notice is not None
+    return replace(ready, notice=replace(ready.notice, kind=Kind.CONFERENCE_CANCELLATION))
 
 
 def _withheld(notice: Notice, seat: Seat, uid: str, planned: int) -> Prepared:

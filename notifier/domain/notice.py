@@ -27,6 +27,14 @@ class Kind(StrEnum):
     CONFERENCE_CANCELLATION = "conference_cancellation"  # the conference is called off
 
 
+# What an organiser copy says the substitution sends (Notice.told): to whom, by role...
+ROLE_PREVIOUS = "previous"  # the one the event says passed the seat on
+ROLE_SUCCESSOR = "successor"  # the one the event says takes the seat
+ROLE_OTHER = "other"  # someone else (the attendee the seat was registered to, or came back to)
+# ... and what.
+TOLD_CANCEL = "cancel"  # a notice that the seat is passed on, with a CANCEL of their invite
+TOLD_CONFIRM = "confirm"  # a confirmation with an invite of their own
+
 # Kinds that go to whoever holds the seat when they are sent, with that person's invite.
 SEAT_KINDS = frozenset({Kind.REMINDER, Kind.UPDATE, Kind.CONFERENCE_CANCELLATION})
 
@@ -70,6 +78,10 @@ class Notice:
     # Set when the notice is made ready to send: the facts (InviteFacts.text) the recipient's
     # invite carried before this mail, when they differ from what it carries now.
     changed_from: str | None = None
+    # An organiser copy: (role, TOLD_CANCEL or TOLD_CONFIRM) for each mail the substitution
+    # sends, in order; None for a copy stored before copies said so. No names: the copy
+    # names the previous attendee and the successor already.
+    told: tuple[tuple[str, str], ...] | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -95,7 +107,14 @@ class Notice:
             # Notices stored before the flag existed keep the old wording.
             from_colleague=bool(data.get("from_colleague", True)),
             changed_from=data.get("changed_from"),
+            told=_told(data.get("told")),
         )
+
+
+def _told(raw: Any) -> tuple[tuple[str, str], ...] | None:
+    if raw is None:
+        return None
+    return tuple((str(role), str(what)) for role, what in raw)
 
 
 def digest(*parts: str, length: int = 32) -> str:

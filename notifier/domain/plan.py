@@ -23,7 +23,18 @@ from notifier.domain.events import (
     RegistrationCreated,
     RegistrationSubstituted,
 )
-from notifier.domain.notice import InviteSpec, Kind, Notice, Person, invite_uid
+from notifier.domain.notice import (
+    ROLE_OTHER,
+    ROLE_PREVIOUS,
+    ROLE_SUCCESSOR,
+    TOLD_CANCEL,
+    TOLD_CONFIRM,
+    InviteSpec,
+    Kind,
+    Notice,
+    Person,
+    invite_uid,
+)
 from notifier.domain.recipients import same_address
 from notifier.errors import UnknownRegistration
 
@@ -46,9 +57,14 @@ class Fact:
     attendee: Person | None = None  # created, substituted: who holds the seat after it
     previous: Person | None = None  # substituted: who passed the seat on
     status: Status = "active"  # snapshot only
+    # The event's place in publication order (stamped as its task left the queue), which
+    # orders events of equal time; None where it is not known.
+    order: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "at": self.at.isoformat()}
+        if self.order is not None:
+            d["order"] = self.order
         if self.attendee is not None:
             d["attendee"] = _person_dict(self.attendee)
         if self.previous is not None:
@@ -65,6 +81,7 @@ class Fact:
             Person(**d["attendee"]) if d.get("attendee") else None,
             Person(**d["previous"]) if d.get("previous") else None,
             d.get("status", "active"),
+            int(d["order"]) if d.get("order") is not None else None,
         )
 
 
@@ -211,8 +228,9 @@ class State:
 
 
 def _in_time_order(facts: Iterable[Fact]) -> list[Fact]:
-    # sorted() is stable: facts with equal times keep their arrival order.
-    return sorted(facts, key=lambda f: f.at)
+    """Facts in time order; equal times in publication order, then (where it is not known)
+    in arrival order: sorted() is stable."""
+    return sorted(facts, key=lambda f: (f.at, f.order is None, f.order or 0))
 
 
 def fold(facts: Iterable[Fact]) -> State | None:
@@ -274,21 +292,32 @@ def _request_for(ch: _Change, person: Person) -> InviteSpec:
     return spec
 
 
-def plan_created(event: RegistrationCreated, seat: Seat | None, conf: Conference) -> Plan:
-    fact = Fact("created", event.occurred_at, Person.of(event.registration.attendee))
+def plan_created(
+    event: RegistrationCreated, seat: Seat | None, conf: Conference, order: int | None = None
+) -> Plan:
+    """`order`: the event's place in publication order (see Fact.order)."""
+    attendee = Person.of(event.registration.attendee)
+    fact = Fact("created", event.occurred_at, attendee, order=order)
     return _apply(event.id, event.registration.id, fact, seat, conf)
 
 
-def plan_substituted(event: RegistrationSubstituted, seat: Seat | None, conf: Conference) -> Plan:
+def plan_substituted(
+    event: RegistrationSubstituted,
+    seat: Seat | None,
+    conf: Conference,
+    order: int | None = None,
+) -> Plan:
     leaving = Person.of(event.registration.previous_attendee)
     coming = Person.of(event.registration.attendee)
     if same_address(leaving.email, coming.email):
         return Plan(None, note="substitution to the same address: nothing to do")
-    fact = Fact("substituted", event.occurred_at, coming, leaving)
+    fact = Fact("substituted", event.occurred_at, coming, leaving, order=order)
     return _apply(event.id, event.registration.id, fact, seat, conf)
 
 
-def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Conference) -> Plan:
+def plan_cancelled(
+    event: RegistrationCancelled, seat: Seat | None, conf: Conference, order: int | None = None
+) -> Plan:
     """Cancel the current attendee's invite.
 
     Raises:
@@ -297,7 +326,8 @@ def plan_cancelled(event: RegistrationCancelled, seat: Seat | None, conf: Confer
     reg = event.registration.id
     if seat is None:
         raise UnknownRegistration(reg)
-    return _apply(event.id, reg, Fact("cancelled", event.occurred_at), seat, conf)
+    fact = Fact("cancelled", event.occurred_at, order=order)
+    return _apply(event.id, reg, fact, seat, conf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +354,7 @@ class _Change:
         successor: Person | None = None,
         at: datetime | None = None,
         from_colleague: bool = True,
+        told: tuple[tuple[str, str], ...] | None = None,
     ) -> Notice:
         return Notice(
             f"{self.event_id}:{suffix}",
@@ -336,6 +367,7 @@ class _Change:
             successor,
             at or self.fact.at,
             from_colleague=from_colleague,
+            told=told,
         )
 
 
@@ -356,6 +388,8 @@ def _apply(event_id: str, reg: str, fact: Fact, seat: Seat | None, conf: Confere
         dict(seat.sequences) if seat else {},
     )
     notices = [*_leaving(change), *_coming(change)]
+    if fact.kind == "substituted":
+        notices.append(_copy(change, notices))
     registered = seat.registered_at or seat.as_of if seat else None
     if fact.kind != "cancelled":
         registered = min(registered, fact.at) if registered else fact.at
@@ -419,8 +453,7 @@ def _coming(ch: _Change) -> list[Notice]:
     via = new.via
     if via.kind != "substituted" or via.previous is None:
         return [ch.notice("confirmation", Kind.CONFIRMATION, new.attendee, invite=spec)]
-    organiser = Person(ch.conf.organiser.name, str(ch.conf.organiser.email))
-    # The mails describe the substitution that brought the attendee in, which may be an
+    # The mail describes the substitution that brought the attendee in, which may be an
     # earlier event than this one (when this one arrived late and changed the outcome).
     return [
         ch.notice(
@@ -432,16 +465,39 @@ def _coming(ch: _Change) -> list[Notice]:
             at=via.at,
             # The seat came back to whoever registered it: their data came from them.
             from_colleague=not _holds(ch.first, new.attendee),
-        ),
-        ch.notice(
-            "copy",
-            Kind.SUBSTITUTION_COPY,
-            organiser,
-            previous=via.previous,
-            successor=new.attendee,
-            at=via.at,
-        ),
+        )
     ]
+
+
+def _copy(ch: _Change, notices: list[Notice]) -> Notice:
+    """The organiser's copy of a substitution: who passed the seat to whom, and what this
+    event sends to whom. Every substitution gets one, also one that arrived late and sends
+    nobody anything."""
+    organiser = Person(ch.conf.organiser.name, str(ch.conf.organiser.email))
+    fact = ch.fact
+    told = tuple(
+        (
+            _role(n.recipient, fact),
+            TOLD_CANCEL if n.kind is Kind.SUBSTITUTION_OUT else TOLD_CONFIRM,
+        )
+        for n in notices
+        if n.kind in (Kind.SUBSTITUTION_OUT, Kind.SUBSTITUTION_IN)
+    )
+    return ch.notice(
+        "copy",
+        Kind.SUBSTITUTION_COPY,
+        organiser,
+        previous=ch.fact.previous,
+        successor=ch.fact.attendee,
+        told=told,
+    )
+
+
+def _role(person: Person, fact: Fact) -> str:
+    """Who a person is in a substitution, as its organiser copy names them."""
+    if _holds(person, fact.previous):
+        return ROLE_PREVIOUS
+    return ROLE_SUCCESSOR if _holds(person, fact.attendee) else ROLE_OTHER
 
 
 def _note(ch: _Change, notices: list[Notice]) -> str:

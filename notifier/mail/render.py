@@ -132,12 +132,14 @@ class Renderer:
         values = personal_values(notice, tz)
         changed = describe(notice.changed_from, facts.invite)
 
+        told = notice.told
+
         def full(vals: Values) -> tuple[str, str, str]:
-            context = context_of(kind, facts, has_invite, vals, colleague, changed)
+            context = context_of(kind, facts, has_invite, vals, colleague, changed, told)
             return self._texts(kind, context)
 
         # Everything the context holds besides the personal values decides the shape.
-        key = (kind, facts, has_invite, colleague, changed, skeleton.shape(values))
+        key = (kind, facts, has_invite, colleague, changed, told, skeleton.shape(values))
         if key not in self._skeletons:
             self._skeletons[key] = skeleton.build(full, values, kind)
         found = self._skeletons[key]
@@ -177,6 +179,7 @@ def notice_context(notice: Notice, facts: Facts, tz: tzinfo) -> dict[str, Any]:
         personal_values(notice, tz),
         notice.from_colleague,
         describe(notice.changed_from, facts.invite),
+        notice.told,
     )
 
 
@@ -205,6 +208,7 @@ def context_of(
     values: Values,
     from_colleague: bool,
     changes: tuple[Line, ...] = (),
+    told: tuple[tuple[str, str], ...] | None = None,
 ) -> dict[str, Any]:
     return {
         "c": facts,
@@ -218,4 +222,6 @@ def context_of(
         "from_colleague": from_colleague,
         # What the recipient's invite said before, where this mail's says otherwise.
         "changes": changes,
+        # An organiser copy: (role, what) for each mail the substitution sends.
+        "told": told,
     }

@@ -74,6 +74,7 @@ def sample_notice(kind: Kind, conf: Conference, registration: str = "REG-1001") 
                 previous=METTE,
                 successor=JENS,
                 occurred_at=OCCURRED,
+                told=(("previous", "cancel"), ("successor", "confirm")),
             )
         case Kind.CANCELLATION:
             return replace(confirmation, invite=cancel_m, occurred_at=OCCURRED)

@@ -60,6 +60,12 @@ def batch_members(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:messages"
 
 
+def uid_order(uid: str) -> str:
+    """List: the unsettled messages for one invite UID, in the order they were planned; only
+    the first may be sent (scripts/_order.lua). A message leaves it when it settles."""
+    return f"{PREFIX}:uid-order:{uid}"
+
+
 def bounce_report(digest: str) -> str:
     """String with a TTL: a received report with this fingerprint digest was handled."""
     return f"{PREFIX}:bounce-seen:{digest}"

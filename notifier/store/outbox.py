@@ -61,6 +61,7 @@ _SKIP = lua.source("skip.lua")  # the retention purge's: settle an unsent messag
 _CARRY = lua.source("carry.lua")  # record on the seat what an invite mail carries
 _BOUNCE = lua.source("bounce.lua")  # what a delivery report said after the relay's 250
 _COUNT = lua.source("count.lua")  # a statistics counter (store/stats.py)
+_TURN = lua.source("turn.lua")  # a reminder or update takes its turn for the holder's UID
 
 # Key formats for messages created before their key names were stored in them (see keys.py).
 _BATCH_COUNTS = keys.template(keys.batch_counts)
@@ -125,6 +126,10 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
     # records on the seat what it carried: the claim script hands the seat over.
     named = notice.kind in SEAT_KINDS or notice.invite is not None
     seat = keys.seat(notice.conference, notice.registration_id) if named else ""
+    # A message whose invite UID is known when it is planned queues for that UID at once:
+    # mails for one UID reach the relay in the order they were planned.
+    fixed = notice.invite is not None and notice.kind not in SEAT_KINDS
+    order = keys.uid_order(notice.invite.uid) if fixed and notice.invite else ""
     a: list[Any] = [
         notice.key,
         now,
@@ -135,6 +140,7 @@ def _create_call(notice: Notice, now: float, store_now: str | float) -> Call:
         store_now,
         seat,
         message_id(notice.key),
+        order,
     ]
     return k, a
 
@@ -153,12 +159,45 @@ def _claimed(key: str, reply: Any) -> Claim | None:
 class Settlement:
     """How a claimed send ends: the state, the reply to record (for "suppressed", the
     suppression's reason), the delay before a retry, and the envelope recipient ('' keeps
-    what is stored), which a later bounce reads as the address that failed."""
+    what is stored), which a later bounce reads as the address that failed. `uid` and
+    `carried` (plan.Carried's JSON): what the mail's invite carried, recorded on the seat
+    only if the relay has the mail (sent, or unknown)."""
 
     state: str
     reply: str
     delay: float = 0.0
     recipient: str = ""
+    uid: str = ""
+    carried: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What taking a turn for an invite UID found: `held` (send now), `waiting` (put back
+    until an earlier mail for the UID settles), or neither: the seat changed (`seat` is the
+    seat now, '' once gone) or the claim was lost (`lost`). `handed_on`: a message that may
+    go now because this one left another UID's list ('' for none)."""
+
+    held: bool = False
+    waiting: bool = False
+    lost: bool = False
+    seat: str = ""
+    handed_on: str = ""
+
+
+def _turn(reply: Any) -> Turn:
+    code = int(reply[0])
+    rest = text(reply[1]) if len(reply) > 1 and reply[1] else ""
+    if code == 0:
+        return Turn(seat=rest)
+    return Turn(held=code == 1, waiting=code == 2, lost=code == 3, handed_on=rest)
+
+
+def finished(reply: Any) -> tuple[int, str]:
+    """finish.lua's reply: 0 (claim lost), 1 (recorded) or 2 (an unknown outcome became a
+    retry), and the key of the message handed on for the same UID ('' for none)."""
+    handed = text(reply[1]) if len(reply) > 1 and reply[1] else ""
+    return int(reply[0]), handed
 
 
 def _finish_call(
@@ -170,6 +209,7 @@ def _finish_call(
     k += [keys.FAILED, keys.SUPPRESSED, keys.BOUNCE_IDS, WEBHOOK_DUE, WEBHOOK_PAYLOADS]
     a: list[Any] = [claim.key, now, claim.token, end.state, end.reply, end.delay, resends]
     a += [_BATCH_COUNTS, end.recipient, message_id(claim.key), _flag(webhooks)]
+    a += [end.uid, end.carried]
     return k, a
 
 
@@ -212,7 +252,7 @@ class AsyncOutbox:
     for Redis, the others' SMTP traffic goes on (a blocking client would stall them all)."""
 
     CLAIM, FINISH, DEFER, RENEW = Script(_CLAIM), Script(_FINISH), Script(_DEFER), Script(_RENEW)
-    CARRY, COUNT = Script(_CARRY), Script(_COUNT)
+    CARRY, COUNT, TURN = Script(_CARRY), Script(_COUNT), Script(_TURN)
 
     def __init__(
         self,
@@ -230,6 +270,8 @@ class AsyncOutbox:
         self.store_clock = store_clock
         self.webhooks = webhooks
         self._calls = Pipelined(client)  # the sessions' calls share round trips
+        # Messages whose turn came because one before them for the same UID settled.
+        self.handed_on: list[str] = []
 
     async def claim(self, key: str) -> Claim | None:
         k, a = _claim_call(key, _stamp(self.store_clock), self.lease)
@@ -237,7 +279,31 @@ class AsyncOutbox:
 
     async def finish(self, claim: Claim, end: Settlement) -> int:
         """0: the claim was lost; 1: recorded; 2: an unknown outcome became a retry."""
-        return int(await self.finish_soon(claim, end))
+        return self.finished(await self.finish_soon(claim, end))
+
+    def finished(self, reply: Any) -> int:
+        """finish.lua's reply as finish() returns it; the message it hands on (the next one
+        for the same invite UID) joins `handed_on`."""
+        result, handed = finished(reply)
+        if handed:
+            self.handed_on.append(handed)
+        return result
+
+    def take_handed_on(self) -> list[str]:
+        """The messages handed on since the last call (each once)."""
+        handed, self.handed_on = list(dict.fromkeys(self.handed_on)), []
+        return handed
+
+    async def turn(self, claim: Claim, seat: str, uid: str) -> Turn:
+        """Take the claimed message's turn for `uid`, the invite UID of the seat's holder
+        as read from `seat` (see Turn)."""
+        k = [keys.message(claim.key), claim.seat_key, keys.uid_order(uid), keys.COUNTS]
+        k += [keys.SENDING, keys.QUEUED, keys.RETRY]
+        a = [claim.key, seat, claim.token, _stamp(self.store_clock), _BATCH_COUNTS]
+        got = _turn(await self._calls.call(self.TURN, k, a))
+        if got.handed_on:
+            self.handed_on.append(got.handed_on)
+        return got
 
     def finish_soon(self, claim: Claim, end: Settlement) -> asyncio.Future[Any]:
         """Queue a finish without waiting for it: it reaches Redis before any call queued
@@ -260,6 +326,11 @@ class AsyncOutbox:
         `expected`; else the seat as it is now ('' once it is gone), to prepare again."""
         reply = await self._calls.call(self.CARRY, [claim.seat_key], [expected or "", seat])
         return None if int(reply[0]) == 1 else text(reply[1])
+
+    async def reconnect(self) -> None:
+        """Drop the client's connections: the next call opens new ones (after a failover,
+        a demoted primary answers READONLY on the old ones)."""
+        await self._calls.client.connection_pool.disconnect()
 
     async def renew(self, claim: Claim) -> bool:
         """Extend a claim this attempt still holds; False once it is settled or lost."""
@@ -315,7 +386,7 @@ class Outbox:
         """Record the outcome of a claimed send; 0 if the claim was lost meanwhile."""
         now = _stamp(self.store_clock)
         k, a = _finish_call(claim, end, now, self.unknown_resends, self.webhooks)
-        return int(self._finish(keys=k, args=a))
+        return finished(self._finish(keys=k, args=a))[0]
 
     def defer(self, key: str, due: float) -> bool:
         """Put an unclaimed message back until `due` (store time) without counting an attempt."""

@@ -17,7 +17,6 @@ from notifier.domain.itip import (
     CONFERENCE_CANCELLED,
     NO_INVITE_YET,
     NOT_HELD,
-    SUPERSEDED,
     UP_TO_DATE,
     Prepared,
     before,
@@ -92,15 +91,22 @@ def test_the_same_facts_keep_the_sequence(conference: Conference) -> None:
     assert (again.invite, again.changed_from) == (confirmation.invite, None)
 
 
-def test_a_confirmation_superseded_by_a_later_cancel_is_skipped(conference: Conference) -> None:
+def test_a_confirmation_planned_before_a_cancel_is_still_sent_first(
+    conference: Conference,
+) -> None:
+    """Nothing is skipped as superseded: the attendee who held the seat gets the
+    confirmation, then its CANCEL at a higher SEQUENCE (the order at the relay is kept per
+    UID by the outbox)."""
     run = apply(conference, [created(0), cancelled(30)])
     confirmation, cancellation = run.notices
     assert run.seat is not None
-    # The cancellation leaves first; the confirmation, retried, comes after it.
-    seat = prepare(cancellation, run.seat, conference).seat or run.seat
-    assert prepare(confirmation, seat, conference) == Prepared(None, reason=SUPERSEDED)
-    # Also when nothing was sent yet: the CANCEL is planned, the REQUEST is out of date.
-    assert prepare(confirmation, run.seat, conference) == Prepared(None, reason=SUPERSEDED)
+    sent = prepare(confirmation, run.seat, conference)
+    assert ready(sent).invite == confirmation.invite
+    seat = sent.seat or run.seat
+    cancel = ready(prepare(cancellation, seat, conference)).invite
+    assert cancel is not None and confirmation.invite is not None
+    assert (cancel.method, cancel.uid) == ("CANCEL", confirmation.invite.uid)
+    assert cancel.sequence > confirmation.invite.sequence
 
 
 def test_a_cancel_planned_after_a_raised_sequence_is_above_it(

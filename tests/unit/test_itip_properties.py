@@ -4,16 +4,21 @@ updates, and sends in any order with retries and duplicates.
 
 A small world does what the service does, without Redis: events are planned as
 notifier/store/roster.py applies them (the plan's seat replaces the old one, its notices join
-the outbox), batches are planned as notifier/store/batches.py plans them, and each send
-prepares the notice against the seat and conference as they are at that moment
-(notifier/delivery.py `_prepared`; the compare-and-set there always succeeds here, because a
-step runs alone). Every invite sent is logged, and the rule is checked as it is sent:
+the outbox and, where their invite UID is known, that UID's order list), batches are planned
+as notifier/store/batches.py plans them, and each send prepares the notice against the seat
+and conference as they are at that moment (notifier/delivery.py `_prepared`). Only the first
+message of a UID's order list can be sent (claim.lua); a reminder or update takes its turn
+for the holder's UID first (turn.lua). What an invite carried is recorded on the seat when
+the relay has it (finish.lua: sent, or unknown), never for a temporary failure. Every invite
+sent is logged, and the rule is checked as it is sent:
 
 - an invite whose facts differ from what its UID last carried has a higher SEQUENCE than any
   that UID has had; one whose facts are the same never has a lower one;
 - an update or conference cancellation tells the attendee something new;
-- a REQUEST goes only to whoever holds the active seat when it is sent (nobody who left the
-  seat gets a REQUEST after their CANCEL);
+- a REQUEST goes to whoever holds the active seat when it is sent, or to someone who held it
+  whose CANCEL is queued behind it (nobody who left the seat gets a REQUEST after their
+  CANCEL);
+- no mail planned for a UID is dropped as superseded;
 
 and after a last announcement and every pending mail sent: every active seat's attendee holds
 an invite with the conference's current facts (a CANCEL if it is cancelled, for those who were
@@ -23,7 +28,7 @@ told anything), and nobody else holds a REQUEST.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -37,8 +42,15 @@ from notifier.domain.events import (
     RegistrationSubstituted,
     parse_event,
 )
-from notifier.domain.itip import prepare, would_update
-from notifier.domain.notice import Kind, Notice, invite_uid
+from notifier.domain.itip import (
+    CONFERENCE_CANCELLED,
+    NOTHING_TO_CANCEL,
+    TOLD_CONFERENCE_CANCELLED,
+    Prepared,
+    prepare,
+    would_update,
+)
+from notifier.domain.notice import SEAT_KINDS, Kind, Notice, invite_uid
 from notifier.domain.plan import (
     Plan,
     Seat,
@@ -73,6 +85,9 @@ EDITS: dict[str, Callable[[Conference], dict[str, Any]]] = {
     "cancel": lambda _: {"cancelled": True, "cancellation_note": "Aflyst på grund af sne."},
     "un-cancel": lambda _: {"cancelled": False, "cancellation_note": None},
 }
+
+# Why a planned mail for a UID may be left unsent: the conference is called off.
+MAY_DROP = {CONFERENCE_CANCELLED, NOTHING_TO_CANCEL, TOLD_CONFERENCE_CANCELLED}
 
 # -- programs ---------------------------------------------------------------------------------
 
@@ -177,6 +192,9 @@ class World:
     created: set[str] = field(default_factory=set)  # outbox keys: each message once
     sent: list[Mail] = field(default_factory=list)
     announced: tuple[int, str] | None = None  # the last update batch: number, facts
+    order: dict[str, list[str]] = field(default_factory=dict)  # UID -> keys, planned order
+    joined: dict[str, str] = field(default_factory=dict)  # key -> the UID whose list it is in
+    skipped: list[tuple[Notice, str]] = field(default_factory=list)
     reminders: int = 0
     events: int = 0
 
@@ -234,6 +252,24 @@ class World:
         if notice.key not in self.created:
             self.created.add(notice.key)
             self.pending.append(notice)
+            if notice.invite is not None and notice.kind not in SEAT_KINDS:
+                self.join(notice.key, notice.invite.uid)
+
+    def join(self, key: str, uid: str) -> None:
+        self.leave(key)
+        self.joined[key] = uid
+        queue = self.order.setdefault(uid, [])
+        if key not in queue:
+            queue.append(key)
+
+    def leave(self, key: str) -> None:
+        uid = self.joined.pop(key, None)
+        if uid is not None:
+            self.order[uid].remove(key)
+
+    def sendable(self, notice: Notice) -> bool:
+        uid = self.joined.get(notice.key)
+        return uid is None or self.order[uid][0] == notice.key
 
     # -- batches, as notifier/store/batches.py plans them --
 
@@ -276,18 +312,33 @@ class World:
     # -- sending, as notifier/delivery.py does --
 
     def send(self, pick: int, outcome: Outcome) -> None:
-        if not self.pending:
+        candidates = [n for n in self.pending if self.sendable(n)]
+        if not candidates:
             return
-        notice = self.pending[pick % len(self.pending)]
+        notice = candidates[pick % len(candidates)]
         reg = notice.registration_id
-        ready = prepare(notice, self.seats.get(reg), self.conf)
-        if ready.seat is not None:  # stored before the mail leaves
-            self.seats[reg] = ready.seat
-        if ready.notice is None or outcome != "unknown":
+        seat = self.seats.get(reg)
+        if notice.kind in SEAT_KINDS and seat is not None and seat.status == "active":
+            uid = seat_uid(seat, self.conf)
+            if self.joined.get(notice.key) != uid:
+                self.join(notice.key, uid)
+            if not self.sendable(notice):
+                return  # put back: an earlier mail for the holder's UID goes first
+        ready = prepare(notice, seat, self.conf)
+        if ready.notice is None:
+            if ready.seat is not None:  # a REQUEST withheld: recorded, never sent
+                self.seats[reg] = ready.seat
+            self.skipped.append((notice, ready.reason))
+            self.settle(notice)
+            return
+        if outcome == "failed":  # a temporary failure: nothing recorded, retried later
             self.pending.remove(notice)
-        if outcome == "failed" and ready.notice is not None:
-            self.pending.append(notice)  # retried later, after others
-        if ready.notice is None or ready.notice.invite is None or outcome == "failed":
+            self.pending.append(notice)
+            return
+        self.record(reg, ready)
+        if outcome == "sent":
+            self.settle(notice)
+        if ready.notice.invite is None:
             return
         spec = ready.notice.invite
         mail = Mail(
@@ -302,6 +353,19 @@ class World:
         )
         self.check_mail(mail)
         self.sent.append(mail)
+
+    def record(self, reg: str, ready: Prepared) -> None:
+        """finish.lua: what the invite carried, merged into the seat as it is now."""
+        if ready.seat is None or ready.notice is None or ready.notice.invite is None:
+            return
+        uid = ready.notice.invite.uid
+        seat = self.seats[reg]
+        carried = {**seat.carried, uid: ready.seat.carried[uid]}
+        self.seats[reg] = replace(seat, carried=carried)
+
+    def settle(self, notice: Notice) -> None:
+        self.pending.remove(notice)
+        self.leave(notice.key)
 
     # -- the rule --
 
@@ -321,9 +385,15 @@ class World:
         if mail.method == "REQUEST":
             seat = self.seats[mail.registration]
             held = seat.status == "active" and seat_uid(seat, conf) == mail.uid
-            assert held, f"a REQUEST to someone who does not hold the seat: {mail}"
+            # Someone who held the seat briefly gets the confirmation, then its CANCEL.
+            queued = {n.key: n for n in self.pending}
+            behind = [queued[k] for k in self.order.get(mail.uid, ()) if k != mail.key]
+            cancel = any(n.invite and n.invite.method == "CANCEL" for n in behind)
+            assert held or cancel, f"a REQUEST to someone who does not hold the seat: {mail}"
 
     def check_end(self) -> None:
+        dropped = [(n.key, why) for n, why in self.skipped if n.kind not in SEAT_KINDS]
+        assert all(why in MAY_DROP for _, why in dropped), f"a planned mail dropped: {dropped}"
         last = {m.uid: m for m in self.sent}
         holders: set[str] = set()
         for seat in self.seats.values():

@@ -237,6 +237,7 @@ def check_html(notice: Notice, html: str) -> None:
         notice.occurred_at,
         notice.batch,
         notice.from_colleague,
+        told=notice.told,
     )
     html = html.replace("\r\n", "\n")  # the transfer encoding's line ends
     expected = RENDERER.render(notice.kind.value, _context(inert)).html

@@ -109,7 +109,14 @@ def test_organiser_copy_is_short_and_not_addressed_to_itself(
     renderer: Renderer, conference: Conference
 ) -> None:
     out = render_kind(renderer, Kind.SUBSTITUTION_COPY, conference)
-    assert out.text.startswith("Kopi til arrangøren: En plads til")
+    assert out.text.startswith("Kopi til arrangøren: Mette Sørensen har overdraget sin plads")
+    # It names the event, its date and venue like every other mail.
+    assert "Hvad:    Kommunernes Digitaliseringstræf '24" in out.text
+    assert "Scandic Falkoner" in out.text and "22. april 2024" in out.text
+    # What the substitution sends, and nothing that was not sent.
+    assert "- Mette Sørensen: besked om, at pladsen er overdraget" in out.text
+    assert "- Jens Ødegaard: en bekræftelse med sin egen kalenderinvitation" in out.text
+    assert "har fået" not in out.text
     assert "Kære" not in out.text and "Kære" not in out.html
     assert "KONTAKT" not in out.text and ">Kontakt<" not in out.html
 

@@ -1,5 +1,5 @@
 -- finish: record how a claimed send ended.
--- include: _clock.lua _move.lua _webhook.lua
+-- include: _clock.lua _move.lua _webhook.lua _order.lua
 -- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] sending index
 -- KEYS[4] retry index        KEYS[5] unknown set     KEYS[6] failed set
 -- KEYS[7] suppressed set     KEYS[8] bounce ids (hash: id -> message key)
@@ -15,12 +15,29 @@
 -- ARGV[10] the message's bounce id
 -- ARGV[11] '1' when webhooks are configured: a message that ends sent, failed or suppressed
 --   then also gets its webhook delivery queued (see _webhook.lua)
--- 'unknown' becomes 'retrying' while resends are left.
--- Returns 0 when the claim was lost, 1 when recorded, 2 when an unknown outcome became a
--- retry.
+-- ARGV[12] the invite UID the mail carried ('' for none)
+-- ARGV[13] JSON of what it carried (plan.Carried; '' for nothing to record): recorded on the
+--   seat only when the relay has the mail (sent, or unknown: it may have it)
+-- 'unknown' becomes 'retrying' while resends are left. A message that settles leaves its
+-- UID's order list, and the next message in it is handed on.
+-- Returns {0} when the claim was lost, else {1 when recorded or 2 when an unknown outcome
+-- became a retry, the key of the message handed on or ''}.
+-- What an invite carried, recorded on its seat once the relay has it: only the entry of
+-- this UID changes (the rest of the seat may have changed since the mail was prepared).
+local function carried(msghash, uid, record)
+  local seat_key = redis.call('HGET', msghash, 'seat_key')
+  if not seat_key or seat_key == '' then return end
+  local raw = redis.call('GET', seat_key)
+  if not raw then return end
+  local seat = cjson.decode(raw)
+  if type(seat.carried) ~= 'table' then seat.carried = {} end
+  seat.carried[uid] = cjson.decode(record)
+  redis.call('SET', seat_key, cjson.encode(seat))
+end
+
 local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'sending' then return 0 end
-if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[3] then return 0 end
+if st ~= 'sending' then return {0} end
+if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[3] then return {0} end
 local now = clock(ARGV[2])
 local to = ARGV[4]
 local result = 1
@@ -40,8 +57,11 @@ if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), AR
 -- created before create.lua wrote the id (queued across the upgrade).
 if to == 'sent' or to == 'unknown' or result == 2 then
   redis.call('HSET', KEYS[8], ARGV[10], ARGV[1])
+  if ARGV[13] and ARGV[13] ~= '' then carried(KEYS[1], ARGV[12], ARGV[13]) end
 end
+local handed = ''
+if to ~= 'retrying' then handed = release(KEYS[1], ARGV[1], KEYS[4], now) end
 if ARGV[11] == '1' and (to == 'sent' or to == 'failed' or to == 'suppressed') then
   webhook(KEYS[1], ARGV[1], to, now, KEYS[9], KEYS[10])
 end
-return result
+return {result, handed}
