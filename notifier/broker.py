@@ -44,6 +44,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils import encoding, json
 
+from notifier.store import keys
 from notifier.store.refusal import LOST, READ_ONLY, refused
 
 log = logging.getLogger("notifier")
@@ -73,8 +74,8 @@ _refused = refused
 #: it is kept per delivery tag for ORDER_TTL seconds, and the restored copy carries it.
 STAMPED_TASK = "notifier.ingest"
 ORDER_HEADER = "notifier_order"
-ORDER_COUNTER = "notifier:publication-order"
-ORDER_STAMP = "notifier:publication-order:"  # + delivery tag: the number given to it
+ORDER_COUNTER = keys.PUBLICATION_ORDER
+ORDER_STAMP = keys.PUBLICATION_ORDER_STAMP  # + delivery tag: the number given to it
 ORDER_TTL = 7 * 86_400  # seconds
 POP = """
 local item = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])

@@ -38,6 +38,10 @@ WEBHOOK_PAYLOADS = f"{PREFIX}:webhooks:payloads"  # hash: delivery id -> JSON {t
 WEBHOOK_ATTEMPTS = f"{PREFIX}:webhooks:attempts"  # hash: delivery id -> claims so far (token)
 WEBHOOK_DEAD = f"{PREFIX}:webhooks:dead"  # hash: delivery id -> JSON {body, attempts, reason}
 WEBHOOK_STATS = f"{PREFIX}:webhooks:stats"  # hash: delivered, given_up -> count
+# Publication order of ingest tasks, in the broker's Redis (notifier.broker): the counter,
+# and per task (+ its delivery tag, a string with a TTL) the number it was given.
+PUBLICATION_ORDER = f"{PREFIX}:publication-order"
+PUBLICATION_ORDER_STAMP = f"{PREFIX}:publication-order:"
 
 
 def message(key: str) -> str:

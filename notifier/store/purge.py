@@ -453,9 +453,17 @@ class _Purge:
         if state not in ("queued", "retrying", "sending"):
             fields = {"notice": anon.to_json(), "last_reply": reply}
             fields |= _scrubbed_reports(d, people)
-            if anon == notice and all(d.get(f) == v for f, v in fields.items() if f != "notice"):
+            ordered = bool(d.get("order_key"))  # names its invite UID, derived from an address
+            same = all(d.get(f) == v for f, v in fields.items() if f != "notice")
+            if anon == notice and same and not ordered:
                 return "unchanged", None
-            return "anonymised", lambda p: p.hset(rkey, mapping=fields)
+
+            def anonymise(p: Any) -> None:
+                p.hset(rkey, mapping=fields)
+                if ordered:
+                    p.hdel(rkey, "order_key")
+
+            return "anonymised", anonymise
         # Not settled: it would be sent to the placeholder later. The outbox's skip script
         # settles it: state, per-state counters (global and batch) and sweeper indexes.
         last = f"{SETTLED_REPLY} (last reply: {reply})" if reply else SETTLED_REPLY

@@ -177,7 +177,9 @@ def test_a_key_error_in_planning_is_an_internal_error_not_an_unknown_registratio
     svc: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A KeyError is a LookupError: caught as one, a bug passed for an unknown registration.
-    def broken(event: RegistrationCreated, seat: Seat | None, conf: object) -> Plan:
+    def broken(
+        event: RegistrationCreated, seat: Seat | None, conf: object, order: int | None = None
+    ) -> Plan:
         plans: dict[str, Plan] = {}
         return plans["attendee"]  # a lookup that misses, as a bug's would
 

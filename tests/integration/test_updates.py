@@ -27,7 +27,7 @@ from notifier.store import batches as batches_module
 from notifier.store import keys
 from notifier.store.batches import batch_key
 from notifier.store.codec import text
-from notifier.store.outbox import AsyncOutbox, Claim
+from notifier.store.outbox import AsyncOutbox, Claim, Turn
 from notifier.store.status import status
 from tests.conftest import ROOT, Clock
 from tests.events import CONFERENCE, JENS, METTE, created, person, reminder, substituted
@@ -245,44 +245,53 @@ def test_planning_again_after_a_crash_is_idempotent(
 # -- the seat's compare-and-set ------------------------------------------------------------------
 
 
-def test_an_event_applied_between_claim_and_carry_makes_delivery_prepare_again(
+def test_a_reminder_whose_seat_changes_hands_after_the_claim_waits_for_the_new_holder(
     svc: Service, conf_file: ConfFile, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The seat changes hands between the claim and the reminder's turn: the turn finds the
+    seat changed, the reminder goes to the new holder, and only after his confirmation,
+    which was planned first for his invite UID."""
     run(svc, created("c1", "R1", METTE))
     conf_file.write(times=A)  # not announced: the reminder raises the SEQUENCE
     [key] = svc.ingest(reminder("rem", "b1"))
-    real_carry = AsyncOutbox.carry
-    calls: list[str | None] = []
+    real_turn = AsyncOutbox.turn
+    turns: list[Turn] = []
     substitution_keys: list[str] = []
 
-    async def carry(self: AsyncOutbox, claim: Claim, expected: str | None, seat: str) -> str | None:
-        if not calls:  # the seat changes hands after the claim read it
+    async def turn(self: AsyncOutbox, claim: Claim, seat: str, uid: str) -> Turn:
+        if not turns:  # the seat changes hands after the claim read it
             substitution_keys.extend(svc.ingest(substituted("s1", "R1", METTE, JENS)))
-        found = await real_carry(self, claim, expected, seat)
-        calls.append(found)
+        found = await real_turn(self, claim, seat, uid)
+        turns.append(found)
         return found
 
-    monkeypatch.setattr(AsyncOutbox, "carry", carry)
+    monkeypatch.setattr(AsyncOutbox, "turn", turn)
     before = len(sink.received)
     svc.deliver([key])
-    # The first carry found the seat changed; prepared again, the second stored it
-    assert len(calls) == 2 and calls[0] and calls[1] is None
-    [mail] = invites(sink, before)
-    jens = svc.roster.seat(CONFERENCE, "R1")
-    assert jens is not None and jens.attendee.email == JENS["email"]
-    jens_uid = next(u for u in jens.sequences if jens.sequences[u] == 0)
-    assert (mail.to, mail.method, mail.uid, mail.sequence) == (
-        JENS["email"],
-        "REQUEST",
-        jens_uid,
-        0,
-    )
-    assert mail.start == "20240422T090000"
-    # Then the substitution's mails: Mette's CANCEL above her raised-or-not SEQUENCE, and
-    # Jens's invite again at the SEQUENCE his reminder carried (same facts)
+    # The first turn found the seat changed; the second, for Jens's UID, waits behind his
+    # confirmation: nothing is sent, and the reminder is queued without a counted attempt.
+    assert [(t.held, t.waiting, bool(t.seat)) for t in turns] == [
+        (False, False, True),
+        (False, True, False),
+    ]
+    assert len(sink.received) == before
+    record = svc.outbox.get(key)
+    assert record is not None and (record.state, record.attempts) == ("queued", 0)
+    # The substitution's mails; Jens's confirmation settling hands the reminder on, and it
+    # goes in the same call, after it.
     svc.deliver(substitution_keys)
-    by_method = {(v.to, v.method): v.sequence for v in invites(sink, before + 1)}
-    assert by_method == {(METTE["email"], "CANCEL"): 1, (JENS["email"], "REQUEST"): 0}
+    sent = [(v.to, v.method, v.sequence) for v in invites(sink, before)]
+    assert sorted(sent[:2]) == sorted(
+        [(METTE["email"], "CANCEL", 1), (JENS["email"], "REQUEST", 0)]
+    )
+    assert sent[2:] == [(JENS["email"], "REQUEST", 0)]
+    assert invites(sink, before)[-1].start == "20240422T090000"
+    jens_confirmation = next(
+        i for i, v in enumerate(invites(sink, before)) if v.to == JENS["email"]
+    )
+    assert jens_confirmation < 2
+    record = svc.outbox.get(key)
+    assert record is not None and record.state == "sent"
 
 
 def test_a_registration_for_a_cancelled_conference_is_a_dead_letter(

@@ -1,5 +1,5 @@
 -- finish: record how a claimed send ended.
--- include: _clock.lua _move.lua _webhook.lua _order.lua
+-- include: _clock.lua _move.lua _order.lua _webhook.lua
 -- KEYS[1] the message hash   KEYS[2] global counts   KEYS[3] sending index
 -- KEYS[4] retry index        KEYS[5] unknown set     KEYS[6] failed set
 -- KEYS[7] suppressed set     KEYS[8] bounce ids (hash: id -> message key)

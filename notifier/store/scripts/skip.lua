@@ -22,4 +22,5 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 release(KEYS[1], ARGV[1], KEYS[4], tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], 'order_key')  -- it names the invite UID, derived from an address
 return 1
