@@ -63,6 +63,19 @@ class Price(_Model):
     vat_note: Text = "ekskl. moms"
 
 
+class Privacy(_Model):
+    """What the privacy notice to an attendee whose data came from a colleague (GDPR art. 14)
+    states beyond the controller's name and policy link. Each item is optional: one left out
+    is not made up, the notice points to the privacy policy for it instead."""
+
+    controller_contact: Text | None = None  # how to reach the controller about the data
+    dpo_contact: Text | None = None  # the data-protection officer (databeskyttelsesrådgiver)
+    purposes: Text | None = None  # why the data is processed
+    legal_basis: Text | None = None  # under which GDPR article (and law)
+    recipients: Text | None = None  # who else receives the data
+    retention: Text | None = None  # how long the controller keeps it
+
+
 class ReminderRule(_Model):
     """A scheduled reminder: `days_before` the conference date, at `at` local time."""
 
@@ -90,6 +103,9 @@ class Conference(_Model):
     contact_phone: Text | None = None
     privacy_policy_url: HttpUrl
     controller: Text
+    privacy: Privacy = Privacy()
+    # How long notifier itself keeps the conference's personal data after it ended (the
+    # purge), not the controller's retention, which `privacy.retention` states.
     retention_days: int = Field(30, ge=0, le=3650)
     reminders: tuple[ReminderRule, ...] = ()
     # The conference is called off: the next update cancels every attendee's invite, and

@@ -1,4 +1,4 @@
-"""What changed in an attendee's invite, in Danish: "Tid: hele dagen → kl. 9.00–16.00"."""
+"""What changed in an attendee's invite, in Danish: "Tid: ikke meldt ud → kl. 9.00–16.00"."""
 
 from __future__ import annotations
 
@@ -59,10 +59,15 @@ def _value(aspect: Aspect, facts: InviteFacts) -> str:
     return f"{facts.venue}, {facts.address}"
 
 
+# An invite without times is all-day because no time was announced, not because the
+# conference lasts all day: the line says so, before or after the change.
+NO_TIME = "ikke meldt ud"
+
+
 def time_text(facts: InviteFacts) -> str:
-    """'hele dagen' or 'kl. 9.00–16.00'."""
+    """'ikke meldt ud' (no time announced) or 'kl. 9.00–16.00'."""
     if facts.start is None or facts.end is None:
-        return "hele dagen"
+        return NO_TIME
     zone = ZoneInfo(facts.timezone)
     start = datetime.combine(facts.date, facts.start, tzinfo=zone)
     return danish.clock_range(start, datetime.combine(facts.date, facts.end, tzinfo=zone))

@@ -33,6 +33,23 @@ class Rendered:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacyFacts:
+    """What the privacy notice to a colleague (GDPR art. 14) says about the processing: the
+    conference file's texts, each a sentence; None where the file has none (the notice then
+    points to the privacy policy for it)."""
+
+    controller: str
+    controller_contact: str | None
+    # The controller's contact is the mail's contact address: the notice refers to it.
+    contact_below: bool
+    dpo_contact: str | None
+    purposes: str | None
+    legal_basis: str | None
+    recipients: str | None
+    retention: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     """What every mail of a conference says, already formatted in Danish."""
 
@@ -51,8 +68,7 @@ class Facts:
     contact_email: str
     contact_phone: str | None
     privacy_policy_url: str
-    controller: str
-    retention_days: int
+    privacy: PrivacyFacts
     invite: InviteFacts  # what the conference's invites state now, to tell changes from
     cancelled: bool = False
     cancellation_note: str | None = None
@@ -81,12 +97,34 @@ def conference_facts(conference: Conference) -> Facts:
         contact_email=str(conference.contact_email),
         contact_phone=conference.contact_phone,
         privacy_policy_url=str(conference.privacy_policy_url),
-        controller=conference.controller,
-        retention_days=conference.retention_days,
+        privacy=privacy_facts(conference),
         invite=conference.invite_facts,
         cancelled=conference.cancelled,
         cancellation_note=conference.cancellation_note,
     )
+
+
+def privacy_facts(conference: Conference) -> PrivacyFacts:
+    given = conference.privacy
+    contact = given.controller_contact
+    below = contact is not None and contact.lower() == str(conference.contact_email).lower()
+    return PrivacyFacts(
+        controller=conference.controller,
+        controller_contact=None if below else sentence(contact),
+        contact_below=below,
+        dpo_contact=sentence(given.dpo_contact),
+        purposes=sentence(given.purposes),
+        legal_basis=sentence(given.legal_basis),
+        recipients=sentence(given.recipients),
+        retention=sentence(given.retention),
+    )
+
+
+def sentence(text: str | None) -> str | None:
+    """A text from the conference file as a sentence of the mail: ending in a full stop."""
+    if text is None or text.endswith((".", "!", "?")):
+        return text
+    return f"{text}."
 
 
 class Renderer:

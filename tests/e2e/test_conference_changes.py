@@ -62,7 +62,7 @@ UPDATE = "Ændring: Kommunernes Digitaliseringstræf '24 mandag den 22. april 20
 CALLED_OFF = "Aflyst: Kommunernes Digitaliseringstræf '24 mandag den 22. april 2024"
 CANCELLED_REASON = f"conference {CONFERENCE} is cancelled"
 NBSP = "\u00a0"  # Danish clock times keep "kl." and the time together
-ANNOUNCED = f"Tid: hele dagen → kl.{NBSP}9.00–16.00"
+ANNOUNCED = f"Tid: ikke meldt ud → kl.{NBSP}9.00–16.00"
 UNANNOUNCED = f"Tid: kl.{NBSP}9.00–16.00 → kl.{NBSP}10.00–16.00"
 
 

@@ -25,7 +25,7 @@ from tests.events import CONFERENCE, cancelled, created, person
 
 pytestmark = pytest.mark.e2e
 
-TIME_CHANGE = "Tid: hele dagen → kl. 9.00–16.00"
+TIME_CHANGE = "Tid: ikke meldt ud → kl. 9.00–16.00"
 UPDATE_BATCH = f"{CONFERENCE}:update-1"
 
 

@@ -89,7 +89,7 @@ def test_preview_writes_eml_and_html(kind: str, tmp_path: Path) -> None:
 
 # -- `notifier update` and `notifier remind` against seats made by the Service ---------------
 
-TIME_CHANGE = "Tid: hele dagen → kl. 9.00–16.00"
+TIME_CHANGE = "Tid: ikke meldt ud → kl. 9.00–16.00"
 
 
 def _invite(path: Path) -> tuple[str, int, str]:

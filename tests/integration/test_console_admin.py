@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["api", "folder", "organiser", "server"]
 
 UPDATES = f"/conferences/{CONFERENCE}/updates"
-TIME_LINE = "Tid: hele dagen → kl.\u00a09.00–16.00"  # no break after "kl."
+TIME_LINE = "Tid: ikke meldt ud → kl.\u00a09.00–16.00"  # no break after "kl."
 EVIL = "<script>alert('x')</script>"
 
 

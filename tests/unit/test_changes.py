@@ -71,8 +71,8 @@ def test_no_lines_when_the_facts_are_equal(facts: InviteFacts) -> None:
             replace(ALL_DAY, date=date(2024, 5, 7)),
             "Dato: mandag den 22. april 2024 → tirsdag den 7. maj 2024",
         ),
-        (ALL_DAY, NINE_TO_FOUR, f"Tid: hele dagen → kl.{NBSP}9.00–16.00"),
-        (NINE_TO_FOUR, ALL_DAY, f"Tid: kl.{NBSP}9.00–16.00 → hele dagen"),
+        (ALL_DAY, NINE_TO_FOUR, f"Tid: ikke meldt ud → kl.{NBSP}9.00–16.00"),
+        (NINE_TO_FOUR, ALL_DAY, f"Tid: kl.{NBSP}9.00–16.00 → ikke meldt ud"),
         (
             NINE_TO_FOUR,
             replace(NINE_TO_FOUR, start=time(10)),
@@ -235,7 +235,7 @@ def before_and_now(conference: Conference) -> tuple[Conference, Conference]:
 EXPECTED_LINES = [
     f"Titel: {HOSTILE_TITLE} → Kommunernes Digitaliseringstræf '24",
     "Dato: mandag den 22. april 2024 → tirsdag den 7. maj 2024",
-    f"Tid: hele dagen → kl.{NBSP}10.00–16.00",
+    f"Tid: ikke meldt ud → kl.{NBSP}10.00–16.00",
     "Sted: Scandic Falkoner, Falkoner Allé 9, 2000 Frederiksberg"
     " → Tivoli Hotel, Arni Magnussons Gade 2, 1577 Frederiksberg",
 ]

@@ -305,9 +305,9 @@ def test_a_reminder_with_changes_says_what_changed(
     )
     out = rendered(renderer, notice, conference)
     section = out.text.split(f"\n{BEMAERK}\n", 1)[1].split("\n\n", 1)[0]
-    assert section == "Tid: kl.\u00a09.00–16.00 → hele dagen"
+    assert section == "Tid: kl.\u00a09.00–16.00 → ikke meldt ud"
     assert "Bemærk: Der er sket ændringer siden din seneste kalenderinvitation</h2>" in out.html
-    assert "<del>kl.\u00a09.00–16.00</del> → <strong>hele dagen</strong>" in out.html
+    assert "<del>kl.\u00a09.00–16.00</del> → <strong>ikke meldt ud</strong>" in out.html
     assert "den opdaterede kalenderinvitation" in out.text  # the update's calendar note
 
 
