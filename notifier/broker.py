@@ -44,7 +44,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils import encoding, json
 
-from notifier.store import keys
+from notifier.store import keys, lua
 from notifier.store.refusal import LOST, READ_ONLY, refused
 
 log = logging.getLogger("notifier")
@@ -66,31 +66,23 @@ ALIVE_REFRESH = 5.0  # seconds between refreshes of a live channel's key
 
 _refused = refused
 
-#: Events of one registration with equal times apply in publication order. The queue is a
-#: FIFO list, so the order tasks leave it is the order they were published: the pop script
-#: numbers each ingest task as it leaves (a counter in the broker's Redis), and the number
-#: travels in the task's headers to notifier.tasks. A task that comes back (a dead
-#: channel's in-flight list, Celery's restore of unacknowledged tasks) keeps its number:
-#: it is kept per delivery tag for ORDER_TTL seconds, and the restored copy carries it.
+#: Events of one registration apply in publication order. The queue is a FIFO list, so the
+#: order tasks leave it is the order they were published: the pop script numbers each
+#: ingest task as it leaves (a counter in the broker's Redis) and adds the number to its
+#: registration's pending set, both in one step, so that two consumers cannot reorder them.
+#: The number and the set's key travel in the task's headers to notifier.tasks, which
+#: applies the event once no lower number of its registration is pending (and orders events
+#: of equal times by it). A task that comes back (a dead channel's in-flight list, Celery's
+#: restore of unacknowledged tasks) keeps its number: it is kept per delivery tag for
+#: ORDER_TTL seconds, and the restored copy carries it.
 STAMPED_TASK = "notifier.ingest"
 ORDER_HEADER = "notifier_order"
+PENDING_HEADER = "notifier_pending"
 ORDER_COUNTER = keys.PUBLICATION_ORDER
 ORDER_STAMP = keys.PUBLICATION_ORDER_STAMP  # + delivery tag: the number given to it
 ORDER_TTL = 7 * 86_400  # seconds
-POP = """
-local item = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
-if not item then return false end
-if not string.find(item, '"' .. ARGV[3] .. '"', 1, true) then return {item, 0} end
-local tag = string.match(item, '"delivery_tag": *"([^"]+)"')
-if not tag then return {item, 0} end
-local stamp = ARGV[1] .. tag
-local n = redis.call('GET', stamp)
-if not n then
-  n = redis.call('INCR', KEYS[3])
-  redis.call('SET', stamp, n, 'EX', ARGV[2])
-end
-return {item, tonumber(n)}
-"""
+POP = lua.source("pop.lua")
+PENDING = keys.template(keys.registration_pending, 2)
 
 
 class QoS(kombu_redis.QoS):
@@ -262,11 +254,12 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             self._refusals = 0
             if not popped:
                 raise Empty()  # none waiting, or another consumer took it first
-            item, order = popped
+            item, order, pending = popped
             self._queue_cycle.rotate(queue)
             payload = loads(bytes_to_str(item))
             if order:
-                payload.setdefault("headers", {})[ORDER_HEADER] = int(order)
+                headers = payload.setdefault("headers", {})
+                headers[ORDER_HEADER], headers[PENDING_HEADER] = order, pending
             self.connection._deliver(payload, queue)
             # Recorded as unacknowledged by now (QoS.append, in the call above), with the
             # order header: a task restored from there keeps its place.
@@ -276,12 +269,13 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _pop(self, queue: str, inflight: str) -> tuple[bytes, int] | None:
-        """Move the queue's next task into the in-flight list, stamped with its place in
-        publication order if it is an ingest task (see POP)."""
-        keys = [queue, inflight, ORDER_COUNTER]
-        found = self.client.eval(POP, len(keys), *keys, ORDER_STAMP, ORDER_TTL, STAMPED_TASK)
-        return (found[0], int(found[1])) if found else None
+    def _pop(self, queue: str, inflight: str) -> tuple[bytes, int, str] | None:
+        """Move the queue's next task into the in-flight list, numbered in publication
+        order if it is an ingest task (store/scripts/pop.lua)."""
+        k = [queue, inflight, ORDER_COUNTER]
+        a = [ORDER_STAMP, ORDER_TTL, STAMPED_TASK, PENDING]
+        found = self.client.eval(POP, len(k), *k, *a)
+        return (found[0], int(found[1]), bytes_to_str(found[2])) if found else None
 
 
 class Transport(kombu_redis.Transport):

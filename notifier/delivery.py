@@ -40,8 +40,10 @@ from notifier.store.stats import reply_class
 from notifier.store.suppressions import AsyncSuppressions
 
 log = logging.getLogger("notifier")
-#: How many leases a send's outcome is waited on while Redis refuses writes (see _stubbornly).
+#: How many leases a send's outcome is waited on while Redis refuses writes (see _stubbornly),
+#: and how often it is tried meanwhile (seconds).
 RECORD_PATIENCE = 10
+REFUSED_PAUSE = 0.05
 
 
 class Delivery:
@@ -327,28 +329,36 @@ class Delivery:
 
     async def _stubbornly(self, call: Callable[[], Awaitable[int]]) -> int:
         """Record an outcome, waiting for a Redis that restarts, is full or read-only: an
-        outcome not recorded is a message sent again once its lease runs out. Nobody can
-        take the claim over while Redis refuses writes (a claim is a write too), so the
-        wait goes on past the lease, up to RECORD_PATIENCE leases; a lost connection is
-        waited for half a lease (the lease may run out meanwhile and the sweeper hand the
-        message on)."""
+        outcome not recorded is a message sent again once its lease runs out.
+
+        Nobody can take the claim over while Redis refuses writes (a claim is a write too),
+        so a refusal is waited out past the lease, up to RECORD_PATIENCE leases, trying
+        again every REFUSED_PAUSE: once Redis takes writes, the record must land before a
+        sweep can hand the message on. A lost connection is waited for half a lease."""
         loop = asyncio.get_running_loop()
         lost_until = loop.time() + self.outbox.lease / 2
         refused_until = loop.time() + self.outbox.lease * RECORD_PATIENCE
-        pause = 0.25
+        pause, refusals = 0.25, 0
         while True:
             try:
                 return await call()
             except LOST:
                 if loop.time() + pause > lost_until:
                     raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
             except redis.ResponseError as exc:
-                if not refused(exc) or loop.time() + pause > refused_until:
+                if not refused(exc) or loop.time() + REFUSED_PAUSE > refused_until:
                     raise
+                refusals += 1
+                if refusals & (refusals - 1) == 0:  # 1, 2, 4, ...: a log, not a flood
+                    log.warning(
+                        "store refuses writes (%s); waiting to record an outcome",
+                        type(exc).__name__,
+                    )
                 if isinstance(exc, READ_ONLY):
                     await self.outbox.reconnect()  # a demoted primary: find the new one
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+                await asyncio.sleep(REFUSED_PAUSE)
 
     def _record_soon(self, claim: Claim, end: Settlement) -> None:
         # Not awaited: it reaches Redis before the session's next call (see settle).

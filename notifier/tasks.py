@@ -21,6 +21,7 @@ from notifier import broker, logs
 from notifier.errors import StoreUnavailable
 from notifier.service import Service
 from notifier.settings import Settings
+from notifier.store.pending import in_turn
 from notifier.store.purge import purge_expired, purge_suppressions
 from notifier.webhooks import SenderThread
 
@@ -35,6 +36,9 @@ DELIVER = "notifier.deliver"
 SCHEDULE = "notifier.schedule"
 PURGE = "notifier.purge"
 INLINE_MAX = 8
+#: How long an event waits for an earlier event of its registration to be applied (that
+#: task's worker may have died; the task comes back later and still applies in time order).
+ORDER_WAIT_SECONDS = 10.0
 UNACKED_MUTEX_EXPIRE = 10  # seconds; see broker_transport_options
 
 
@@ -46,6 +50,19 @@ class _Runtime:
         self._pid = -1
         self._service: Service | None = None
         self.hand_on: Callable[[list[str]], None] | None = None
+        self._broker: redis.Redis | None = None
+        self._broker_pid = -1
+
+    def broker_client(self) -> redis.Redis:
+        """The broker's Redis (where the pending sets are): the store's client when the
+        broker is the store's Redis, as by default."""
+        svc = self.service()
+        if self.settings.broker_url == self.settings.redis_url:
+            return svc.r
+        if self._broker is None or self._broker_pid != os.getpid():
+            self._broker = redis.Redis.from_url(self.settings.broker_url)
+            self._broker_pid = os.getpid()
+        return self._broker
 
     def service(self) -> Service:
         if self._service is None or self._pid != os.getpid():
@@ -170,7 +187,12 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
     @app.task(name=INGEST, bind=True, **KEEP_ON_STORE_ERROR)  # type: ignore[untyped-decorator]
     def ingest(self: Task, event: Any) -> None:
         svc = runtime.service()
-        message_keys = svc.ingest(event, order=_publication_order(self.request))
+        order, pending = _publication(self.request)
+        if order is None or not pending:
+            message_keys = svc.ingest(event, order=order)
+        else:
+            with in_turn(runtime.broker_client(), pending, order, ORDER_WAIT_SECONDS):
+                message_keys = svc.ingest(event, order=order)
         if len(message_keys) <= INLINE_MAX:
             # A registration's few mails go out at once, over this process's kept sessions.
             svc.deliver(message_keys)
@@ -196,12 +218,18 @@ def _register_tasks(app: Celery, runtime: _Runtime, settings: Settings) -> None:
         purge_suppressions(svc.r, now.timestamp() - settings.suppression_days * 86_400)
 
 
-def _publication_order(request: Any) -> int | None:
-    """The ingest task's place in publication order, stamped as it left the queue
-    (notifier.broker); None for a task that did not pass through it (an eager call)."""
+def _publication(request: Any) -> tuple[int | None, str]:
+    """The ingest task's place in publication order and its registration's pending set,
+    given as it left the queue (notifier.broker); (None, '') for a task that did not pass
+    through it (an eager call)."""
     headers = getattr(request, "headers", None) or {}
-    found = headers.get(broker.ORDER_HEADER, getattr(request, broker.ORDER_HEADER, None))
-    return int(found) if isinstance(found, int) and found > 0 else None
+
+    def header(name: str) -> Any:
+        return headers.get(name, getattr(request, name, None))
+
+    order, pending = header(broker.ORDER_HEADER), header(broker.PENDING_HEADER)
+    number = order if isinstance(order, int) and order > 0 else None
+    return number, pending if isinstance(pending, str) else ""
 
 
 def _connect_signals(runtime: _Runtime, settings: Settings) -> None:

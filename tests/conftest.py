@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from devtools.localredis import PrivateRedis, answers
 from devtools.sink import Sink
@@ -32,12 +33,17 @@ TEST_REDIS_URL = os.environ.get("NOTIFIER_TEST_REDIS_URL", "")
 _session_redis: PrivateRedis | None = None
 _no_redis = ""  # why there is no session server, when there is none
 
-# CI runs must be repeatable (a failure there is found again by running the same commit) and
-# must not fail on a slow, shared machine's timing; local runs explore new examples each time.
+# Hypothesis keeps the failing examples it finds in tests/hypothesis-examples/, which is
+# committed: every run, CI's included, replays them first. CI then explores fresh examples
+# within each test's fixed budget (max_examples), as local runs do: a derandomized profile
+# would only ever replay the same examples and never find the next counterexample. CI reads
+# the database without writing to it (a counterexample CI finds is printed as a blob to
+# reproduce; a local run that finds it saves it for the commit).
+EXAMPLES = DirectoryBasedExampleDatabase(ROOT / "tests" / "hypothesis-examples")
 hypothesis_settings.register_profile(
-    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+    "ci", deadline=None, database=ReadOnlyDatabase(EXAMPLES), print_blob=True
 )
-hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, database=EXAMPLES, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if CI else "dev"))
 
 

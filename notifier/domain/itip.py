@@ -68,7 +68,7 @@ def _cancelled_with_conference(
     carried = seat.carried.get(notice.invite.uid)
     if carried is None or carried.facts == WITHHELD:
         return Prepared(None, reason=NOTHING_TO_CANCEL)
-    if carried.facts == conf.invite_facts.text("CANCEL"):
+    if _told(carried, conf.invite_facts.text("CANCEL"), notice):
         return Prepared(None, reason=TOLD_CONFERENCE_CANCELLED)
     ready = _stamped(notice, seat, conf, "CANCEL", planned)
     assert ready.notice is not None

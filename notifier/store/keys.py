@@ -91,6 +91,13 @@ def registration_messages(conference: str, registration: str) -> str:
     return f"{PREFIX}:registration:{conference}:{registration}:messages"
 
 
+def registration_pending(conference: str, registration: str) -> str:
+    """Sorted set, in the broker's Redis, with a TTL: the publication numbers of this
+    registration's ingest tasks taken from the queue and not yet applied (store/scripts/
+    pop.lua adds them); a task applies its event once no lower number is left."""
+    return f"{PREFIX}:registration-pending:{conference}:{registration}"
+
+
 def accepted(event_id: str) -> str:
     """String with a TTL: the HTTP API published an event with this id to the broker."""
     return f"{PREFIX}:accepted:{event_id}"

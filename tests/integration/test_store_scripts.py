@@ -42,8 +42,8 @@ def test_every_store_script_ships_and_is_found() -> None:
         RUNNABLE
     )
     assert {"skip.lua", "gate.lua", "pause.lua", "remove_unchanged.lua"} <= set(RUNNABLE)
-    assert {"turn.lua", "carry.lua"} <= set(RUNNABLE)
-    assert HELPERS == ["_clock.lua", "_move.lua", "_order.lua", "_webhook.lua"]
+    assert {"turn.lua", "carry.lua", "pop.lua"} <= set(RUNNABLE)
+    assert HELPERS == ["_base64.lua", "_clock.lua", "_move.lua", "_order.lua", "_webhook.lua"]
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"notifier.store" = ["scripts/*.lua"]' in pyproject
 

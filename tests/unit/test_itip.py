@@ -17,6 +17,8 @@ from notifier.domain.itip import (
     CONFERENCE_CANCELLED,
     NO_INVITE_YET,
     NOT_HELD,
+    NOTHING_TO_CANCEL,
+    TOLD_CONFERENCE_CANCELLED,
     UP_TO_DATE,
     Prepared,
     before,
@@ -294,3 +296,38 @@ def test_a_seat_that_changed_hands_goes_to_the_new_holder_with_their_uid(
         == seat.carried[uid_of(conference, METTE["email"])]
     )
     assert result.seat.registration == REG
+
+
+def test_a_registration_cancelled_after_the_conference_is_told_once(
+    conference: Conference, cancelled_conference: Conference
+) -> None:
+    """No "your registration is cancelled" beside the conference's cancellation: a live
+    invite gets the conference's cancellation; an attendee told already, or holding no
+    invite, gets nothing."""
+    run = apply(conference, [created(0), cancelled(30)])
+    confirmation, cancellation = run.notices
+    assert run.seat is not None
+    live = prepare(confirmation, run.seat, conference).seat
+    assert live is not None
+    mail = ready(prepare(cancellation, live, cancelled_conference))
+    assert (mail.kind, mail.invite and mail.invite.method) == (
+        Kind.CONFERENCE_CANCELLATION,
+        "CANCEL",
+    )
+    # Told already: the conference's cancellation reached the live invite, then the
+    # registration was cancelled.
+    active = apply(conference, [created(0)])
+    assert active.seat is not None
+    held = prepare(active.notices[0], active.seat, conference).seat
+    assert held is not None
+    announced = prepare(seat_kind(Kind.CONFERENCE_CANCELLATION, held), held, cancelled_conference)
+    assert announced.seat is not None
+    later = apply(conference, [cancelled(30)], seat=announced.seat)
+    assert later.seat is not None
+    assert prepare(later.notices[0], later.seat, cancelled_conference) == Prepared(
+        None, reason=TOLD_CONFERENCE_CANCELLED
+    )
+    # Never sent an invite (the confirmation was withheld while the file said cancelled).
+    assert prepare(cancellation, run.seat, cancelled_conference) == Prepared(
+        None, reason=NOTHING_TO_CANCEL
+    )

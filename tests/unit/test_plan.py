@@ -500,3 +500,24 @@ def test_with_people_replaces_everyone_the_seat_remembers(conference: Conference
     text = seat.with_people(lambda _: nobody).to_json()
     for person in (METTE, JENS):
         assert person["email"] not in text and person["name"] not in text
+
+
+def test_equal_times_apply_in_publication_order_whatever_the_arrival(
+    conference: Conference,
+) -> None:
+    """A swap G -> H, then H -> G at the same minute, published in that order: Mette holds
+    the seat at the end, also when the second arrives (is applied) first."""
+    first = created(0)
+    there, back = (
+        substituted(10, METTE, JENS, "evt-there"),
+        substituted(10, JENS, METTE, "evt-back"),
+    )
+    conf = conference
+    seat = plan_created(first, None, conf, order=1).seat
+    for events in ([(there, 2), (back, 3)], [(back, 3), (there, 2)]):
+        current = seat
+        for event, order in events:
+            current = plan_substituted(event, current, conf, order=order).seat or current
+        assert current is not None
+        assert (current.attendee.email, current.status) == (METTE["email"], "active")
+        assert current.facts[0].order == 1
