@@ -17,13 +17,14 @@ anyway, and not popping more messages meanwhile keeps them safe in the queue.
 
 A task message is also never only in the worker's memory. Stock kombu pops it with BRPOP and
 then records it as unacknowledged: a worker killed between the two loses it, and SIGKILL in
-a stream of events hit that window. Here the pop moves it atomically (BRPOPLPUSH) into an
-in-flight list of this channel's own, and it leaves that list only once it is recorded as
-unacknowledged. Each channel keeps a key alive while it runs; the periodic restore that every
-worker runs moves the in-flight messages of channels whose key has expired (their worker
-died, or was stopped for longer than ALIVE_SECONDS) back to the queue. A message recorded
-and still in flight when its worker died comes back twice; the event id makes the second
-a no-op.
+a stream of events hit that window. Here the pop moves it atomically into an in-flight list
+of this channel's own (a script, store/scripts/pop.lua, that also numbers an ingest task in
+publication order; the blocking wait before it is a BLMOVE of the queue onto itself, which
+takes nothing), and it leaves that list only once it is recorded as unacknowledged. Each
+channel keeps a key alive while it runs; the periodic restore that every worker runs moves
+the in-flight messages of channels whose key has expired (their worker died, or was stopped
+for longer than ALIVE_SECONDS) back to the queue. A message recorded and still in flight
+when its worker died comes back twice; the event id makes the second a no-op.
 
 Celery uses this class through `broker_transport` (see `notifier.tasks._configure`). The
 URL's scheme is then not used to pick a transport; rediss:// still gets TLS from the
@@ -183,7 +184,8 @@ def _alive_key(inflight: str) -> str:
 
 
 class Channel(_RedisChannel):  # type: ignore[misc]
-    """Pops with BRPOPLPUSH into an in-flight list of its own (see the module's docstring).
+    """Pops into an in-flight list of its own, numbering ingest tasks (see the module's
+    docstring).
     Stock BRPOP is kept where that cannot apply: several queues or priority levels (one
     RPOPLPUSH takes one source list) or a global key prefix."""
 

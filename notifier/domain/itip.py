@@ -8,8 +8,11 @@ SEQUENCE for no change at all).
 Events plan a SEQUENCE for each invite (`Seat.sequences`). The facts, though, are read from
 the conference file when the mail is composed, which may be long after planning and after an
 edit nobody announced. So just before sending, each invite mail is *prepared*: its SEQUENCE is
-raised above what the UID carried if the facts differ, and the seat records what it carries
-now (`Seat.carried`). The caller stores that seat (compare-and-set) before the mail leaves.
+raised above what the UID carried if the facts differ, and `Prepared.seat` holds the record
+of what it carries (`Seat.carried`). The caller records it once the relay has the mail; mails
+for one UID are sent one at a time, in planned order, so each is prepared against what the
+one before it left. Only a REQUEST withheld while the conference is cancelled (never sent)
+is recorded at once.
 """
 
 from __future__ import annotations
@@ -170,6 +173,15 @@ def _cancelled_registration(carried: Carried) -> bool:
         return False
     facts, method = InviteFacts.from_text(carried.facts)
     return method == "CANCEL" and not facts.cancelled
+
+
+def awaits_invite(seat: Seat, conf: Conference) -> bool:
+    """Whether the seat's attendee has no invite recorded yet while the seat is active: their
+    confirmation is still to come, or on its way with facts read before an edit. An update
+    batch gives such a seat a message too: it goes after that confirmation (the order of
+    the UID) and is skipped if the confirmation carried the current facts."""
+    notice = Notice("probe", Kind.UPDATE, conf.slug, seat.registration, seat.attendee)
+    return prepare(notice, seat, conf).reason == NO_INVITE_YET
 
 
 def would_update(seat: Seat, conf: Conference) -> bool:

@@ -3,9 +3,10 @@
 A seat is one registration's place at a conference: who holds it now, the invite UID and
 SEQUENCE of every attendee it has been sent to, and the facts (applied events) it was built
 from. Events may come late, twice, or with equal `occurred_at`. The seat's state is its facts
-replayed in time order, equal times in the order they arrived, so every arrival order ends in
-the same state. Each event's notices bring the invites already sent in line with the new
-state: a CANCEL for an invite that no longer stands, a REQUEST for the one that should.
+replayed in time order, equal times in publication order (Fact.order), so an event that
+arrives late ends in the same state as in time order. Each event's notices bring the invites
+already sent in line with the new state: a CANCEL for an invite that no longer stands, a
+REQUEST for the one that should.
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ def _person_dict(person: Person) -> dict[str, str | None]:
 class Carried:
     """What a mail last carried for one invite UID: its SEQUENCE and its facts
     (`InviteFacts.text`, method included; WITHHELD for a REQUEST not sent because the
-    conference was cancelled). Recorded just before the mail is sent, with the key of that
-    message and what the UID carried before it, so that a retry of the same message sends
-    the same mail."""
+    conference was cancelled). Recorded once the relay has the mail (its 250, or an unknown
+    outcome: see store/scripts/finish.lua), with the key of that message and what the UID
+    carried before it, so that a resend of the same message sends the same mail."""
 
     sequence: int
     facts: str
@@ -234,7 +235,8 @@ def _in_time_order(facts: Iterable[Fact]) -> list[Fact]:
 
 
 def fold(facts: Iterable[Fact]) -> State | None:
-    """The seat's state after its facts, applied in time order (ties in arrival order)."""
+    """The seat's state after its facts, applied in time order (ties in publication
+    order, then in arrival order)."""
     state: State | None = None
     for fact in _in_time_order(facts):
         state = _step(state, fact)

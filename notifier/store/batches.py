@@ -23,7 +23,7 @@ from datetime import datetime
 import redis
 
 from notifier.domain.conference import Conference
-from notifier.domain.itip import would_update
+from notifier.domain.itip import awaits_invite, would_update
 from notifier.domain.notice import Kind, Notice
 from notifier.domain.plan import Seat
 from notifier.store import keys
@@ -228,9 +228,10 @@ class Batches:
 def _due(info: BatchInfo, seat: Seat, conf: Conference) -> bool:
     """Whether the batch has a message for the seat: a reminder for every active seat
     registered by the time it was asked for, an update for every attendee whose invite
-    carries other facts than the conference file states now."""
+    carries other facts than the conference file states now, or who has none recorded yet."""
     if seat.status != "active":
         return False
     if info.kind is Kind.REMINDER:
         return (seat.registered_at or seat.as_of) <= info.cutoff
-    return would_update(seat, conf)
+    # A confirmation on its way may carry facts read before the edit: the update follows it.
+    return would_update(seat, conf) or awaits_invite(seat, conf)
