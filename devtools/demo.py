@@ -227,9 +227,12 @@ def fresh_mail_folder() -> Path:
 
 def service_env(url: str, sink: Sink) -> dict[str, str]:
     """The settings of the worker (and of the console's server): this Redis and SMTP server,
-    and the copy of conferences/ that the demo may edit."""
+    and the copy of conferences/ that the demo may edit. No NOTIFIER_ setting of the caller's
+    shell: one meant for the real service (NOTIFIER_REDIS_URL, a store apart from the broker;
+    NOTIFIER_WEBHOOK_URL) would have the demo's worker write to it."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
     return {
-        **os.environ,
+        **inherited,
         "NOTIFIER_CONFERENCES_DIR": str(conference_copies()),
         "NOTIFIER_BROKER_URL": url,
         "NOTIFIER_SMTP_HOST": "127.0.0.1",

@@ -105,7 +105,9 @@ def masked(url: str) -> str:
         user, colon, _ = userinfo.partition(":")
         netloc = f"{user}:****@{host}" if colon else f"****@{host}"
     query = _PASSWORD_PARAM.sub(r"\1****", parts.query)
-    return escape(urlunsplit(parts._replace(netloc=netloc, query=query)))
+    # By hand, not urlunsplit: that drops the // of unix:///path.
+    shown = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return escape(shown + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 def another_database(url: str, db: int) -> str | None:
