@@ -4,7 +4,8 @@ Redis: a private redis-server on a free port, stopped at the end (also on Ctrl-C
 NOTIFIER_DEMO_REDIS_URL chooses an existing Redis instead, whose database the demo empties
 only if it is empty or holds nothing but an earlier demo's data (devtools/demoredis.py); else
 it stops with exit status 2 before it changes anything. SMTP: a local server that stores each
-message as an .eml file.
+message as an .eml file. None of the caller's NOTIFIER_ settings reach the worker, so a Redis,
+relay or webhook set there for the real service is not touched either.
 Then a real Celery worker and the sample events of examples/: registrations, a substitution and
 a cancellation first, then a reminder batch (reminder.requested) once those are settled, so that
 the reminders go to whoever holds each seat by then. Then the conference announces its times:
