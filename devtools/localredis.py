@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -40,9 +41,21 @@ def server_binary() -> str | None:
 
 class PrivateRedis:
     """A redis-server of our own on a free port; AOF on request, so it can be killed and
-    restarted with its data."""
+    restarted with its data.
 
-    def __init__(self, *, appendonly: bool = False, folder: Path | None = None) -> None:
+    own_session: the server leaves the terminal's process group, so that a Ctrl-C reaches
+    only its owner, which then stops what uses the server before the server itself (the
+    demo: its worker would otherwise lose its broker in the middle of its shutdown).
+    password: required of clients (requirepass); the URL carries it."""
+
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        folder: Path | None = None,
+        own_session: bool = False,
+        password: str | None = None,
+    ) -> None:
         binary = server_binary()
         if binary is None:
             raise FileNotFoundError(
@@ -53,11 +66,14 @@ class PrivateRedis:
         self.port = free_port()
         self.folder = folder or Path(tempfile.mkdtemp(prefix="notifier-redis-"))
         self.appendonly = appendonly
+        self.own_session = own_session
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> PrivateRedis:
         args = [
@@ -74,14 +90,27 @@ class PrivateRedis:
             "yes" if self.appendonly else "no",
             "--appendfsync",
             "always",
+            *(["--requirepass", self.password] if self.password else []),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self.own_session,
+        )
+        try:
+            self._wait_ready(self.proc, timeout)
+        except BaseException:
+            self.stop()  # a server that did not answer in time, or a Ctrl-C: none left behind
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not answers(self.url, 0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
-        return self
 
     def kill(self) -> None:
         """SIGKILL: what a crash looks like."""

@@ -117,12 +117,14 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
-    """Factory: a redis-server of the test's own (restartable, optionally with AOF)."""
+    """Factory: a redis-server of the test's own (restartable, optionally with AOF or a
+    password)."""
     started: list[PrivateRedis] = []
 
-    def start(appendonly: bool = False) -> PrivateRedis:
+    def start(appendonly: bool = False, password: str | None = None) -> PrivateRedis:
         try:
-            server = PrivateRedis(appendonly=appendonly, folder=tmp_path / f"redis{len(started)}")
+            folder = tmp_path / f"redis{len(started)}"
+            server = PrivateRedis(appendonly=appendonly, folder=folder, password=password)
         except FileNotFoundError as exc:
             need(False, str(exc))
         server.folder.mkdir(parents=True, exist_ok=True)
