@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from icalendar import Calendar
 from devtools.sink import Received
 from notifier.store import keys
 from tests.conftest import wait_for
+from tests.e2e.caldav import Radicale
 from tests.e2e.conftest import SHORT_LEASE, NamedWorker, Stack, start_all
 from tests.events import CONFERENCE, created, person, substituted
 
@@ -46,6 +48,7 @@ class Mail:
     method: str | None
     uid: str | None
     sequence: int | None
+    ics: bytes | None  # the text/calendar part
 
 
 def _mail(item: Received) -> Mail:
@@ -56,15 +59,17 @@ def _mail(item: Received) -> Mail:
     parts = [p for p in msg.walk() if p.get_content_type() == "text/calendar"]
     method = uid = None
     sequence = None
+    payload: bytes | None = None
     if parts:
-        payload = parts[0].get_payload(decode=True)
-        assert isinstance(payload, bytes)
+        decoded = parts[0].get_payload(decode=True)
+        assert isinstance(decoded, bytes)
+        payload = decoded
         cal = Calendar.from_ical(payload)
         event = cal.walk("VEVENT")[0]
         method, uid, sequence = str(cal["METHOD"]), str(event["UID"]), int(str(event["SEQUENCE"]))
     [to] = item.recipients
     subject, message_id = str(msg["Subject"]), str(msg["Message-ID"])
-    return Mail(to, message_id, subject, body.get_content(), method, uid, sequence)
+    return Mail(to, message_id, subject, body.get_content(), method, uid, sequence, payload)
 
 
 class Scenario:
@@ -156,6 +161,25 @@ def _check_sentences(mails: list[Mail], people: dict[str, str]) -> None:
             assert method in got.get(people[name], set()), f"{name} got no {method}"
 
 
+def _check_calendars(mails: list[Mail], scenario: Scenario, folder: Path) -> None:
+    """Applied in arrival order to a real CalDAV server, the invites leave exactly one live
+    event in each holder's calendar and none in anyone else's."""
+    server = Radicale(folder).start()
+    try:
+        for m in mails:
+            if m.ics is not None:
+                server.apply(m.to, m.ics)
+        holders = set(scenario.holder.values())
+        wrong = {
+            address: live
+            for address in scenario.people.values()
+            if len(live := server.live(address)) != (1 if address in holders else 0)
+        }
+        assert wrong == {}, f"calendars that end wrong: {wrong}"
+    finally:
+        server.stop()
+
+
 def _facts(s: Stack, reg: str) -> list[dict[str, Any]]:
     raw = s.client.get(keys.seat(CONFERENCE, reg))
     assert raw is not None
@@ -182,7 +206,7 @@ def _check_publication_order(s: Stack, scenario: Scenario) -> None:
 
 @pytest.mark.timeout(600)
 def test_close_events_keep_every_calendar_true(
-    stack: Callable[..., Stack], workers: Callable[..., NamedWorker]
+    stack: Callable[..., Stack], workers: Callable[..., NamedWorker], tmp_path: Path
 ) -> None:
     s = stack(start=False, **SHORT_LEASE)
     second = workers(s, "second")
@@ -219,6 +243,7 @@ def test_close_events_keep_every_calendar_true(
         late_copies = [m for m in copies if f"LATE-{i}:" in m.subject]
         assert sum("sender vi ingen mails" in m.text for m in late_copies) == 1
     _check_publication_order(s, scenario)
+    _check_calendars(mails, scenario, tmp_path / "caldav")
     # Nobody got a mail twice (the refused ones were refused, not accepted).
     ids = [m.message_id for m in mails]
     assert len(ids) == len(set(ids))
