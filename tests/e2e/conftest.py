@@ -34,6 +34,17 @@ from notifier.tasks import INGEST, QUEUE, create_app
 from tests.conftest import need, wait_for
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the name) of every process: state, parent,
+    group, ... The name before them is in parentheses and may hold spaces."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        yield int(stat.parent.name), fields
+
+
 class Worker:
     """`celery -A worker worker` in its own process group, logging to a file."""
 

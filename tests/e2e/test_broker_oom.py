@@ -7,7 +7,6 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +14,7 @@ import redis
 from notifier.broker import INFLIGHT_REGISTRY
 from notifier.tasks import QUEUE
 from tests.conftest import wait_for
-from tests.e2e.conftest import NamedWorker, Stack
+from tests.e2e.conftest import NamedWorker, Stack, proc_stats
 from tests.events import created, person
 
 pytestmark = pytest.mark.e2e
@@ -48,17 +47,8 @@ def _each_mail_once(s: Stack, count: int) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    """The pool processes of a worker's main process (field 4 of /proc/PID/stat is the
-    parent's pid; the name before it is in parentheses and may hold spaces)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    """The pool processes of a worker's main process."""
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def test_a_task_popped_while_redis_is_full_is_kept_and_the_worker_lives(

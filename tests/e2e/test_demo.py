@@ -26,6 +26,7 @@ from devtools.demoredis import MARKER
 from devtools.localredis import PrivateRedis, answers
 from devtools.sink import free_port
 from tests.conftest import ROOT, wait_for
+from tests.e2e.conftest import proc_stats
 
 pytestmark = pytest.mark.e2e
 
@@ -121,17 +122,8 @@ def number(pattern: re.Pattern[str], output: str) -> int:
 
 
 def running_in_group(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (in /proc/PID/stat, after the name in
-    parentheses, which may hold spaces: state, parent, group)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    """Processes of the group that are not zombies."""
+    return [pid for pid, fields in proc_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def test_a_database_holding_another_programs_data_is_refused_untouched(
