@@ -88,6 +88,23 @@ def _recent_dead(payload: Any, now: float) -> tuple[str, RecentEvent] | None:
     return conference, entry
 
 
+def _log_applied(event: Event, reg: str, message_keys: list[str], plan: Plan | None) -> None:
+    fields = {"event_id": event.id, "registration": reg}
+    if plan is None:
+        log.info("event %s seen before: %d message(s)", event.id, len(message_keys), extra=fields)
+        return
+    note = f"; {plan.note}" if plan.note else ""
+    log.info(
+        "event %s (%s) registration=%s: %d message(s)%s",
+        event.id,
+        event.type,
+        reg,
+        len(plan.notices),
+        note,
+        extra=fields,
+    )
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -258,22 +275,7 @@ class Service:
             planned, applied = self._reminder_batch(event, conf, now)
             return planned, False, applied
         message_keys, plan = self.roster.apply(event, reg, planner, now=now)
-        fields = {"event_id": event.id, "registration": reg}
-        if plan is None:
-            log.info(
-                "event %s seen before: %d message(s)", event.id, len(message_keys), extra=fields
-            )
-        else:
-            note = f"; {plan.note}" if plan.note else ""
-            log.info(
-                "event %s (%s) registration=%s: %d message(s)%s",
-                event.id,
-                event.type,
-                reg,
-                len(plan.notices),
-                note,
-                extra=fields,
-            )
+        _log_applied(event, reg, message_keys, plan)
         return message_keys, plan is not None, plan is not None
 
     def _reminder_batch(
