@@ -103,7 +103,7 @@ def test_a_purged_or_vanished_mail_does_not_block_its_uid(
 
 
 def test_a_reminder_takes_its_turn_behind_a_confirmation_and_is_handed_on(
-    redis_client: redis.Redis,
+    redis_client: redis.Redis, redis_url: str
 ) -> None:
     seat = json.dumps({"registration": "R1", "attendee": {"name": "x", "email": "y"}})
     redis_client.set(keys.seat(CONF, "R1"), seat)
@@ -114,7 +114,8 @@ def test_a_reminder_takes_its_turn_behind_a_confirmation_and_is_handed_on(
     sync.create(reminder, NOW)
 
     async def run() -> None:
-        client = redis.asyncio.Redis(connection_pool=_async_pool(redis_client))
+        # from_url: the client owns its pool, so aclose() closes its connections too.
+        client = redis.asyncio.Redis.from_url(redis_url)
         box = AsyncOutbox(client, lease_seconds=LEASE, store_clock=lambda: NOW)
         claim = await box.claim(reminder.key)
         assert claim is not None and claim.seat == seat
@@ -135,10 +136,3 @@ def test_a_reminder_takes_its_turn_behind_a_confirmation_and_is_handed_on(
         await client.aclose()
 
     asyncio.run(run())
-
-
-def _async_pool(client: redis.Redis) -> redis.asyncio.ConnectionPool:
-    kwargs = client.connection_pool.connection_kwargs
-    return redis.asyncio.ConnectionPool(
-        host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=kwargs.get("db", 0)
-    )
