@@ -157,7 +157,13 @@ def _arf(part: Message, tokens: tuple[str, ...], fingerprint: str) -> Report:
 
 def _values(headers: Message, name: str) -> list[str]:
     """Raw values, unfolded: no structured parsing, which can fail on what bounces carry."""
-    return [" ".join(str(v).split()) for k, v in headers.raw_items() if k.lower() == name]
+    return [_text(" ".join(str(v).split())) for k, v in headers.raw_items() if k.lower() == name]
+
+
+def _text(value: str) -> str:
+    """Raw 8-bit bytes in a header come out of the parser as surrogate escapes, which no
+    encoder takes: read them as UTF-8 (what such mail is, if anything), else replace them."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _field(headers: Message, name: str) -> str:
@@ -571,6 +577,23 @@ def _ses_bounced(data: dict[str, Any]) -> Iterator[Recipient]:
             final_recipient=str(person.get("emailAddress", "")),
             reason=classify(status, words),
         )
+
+
+# Bounds -------------------------------------------------------------------------------------
+
+
+def boundary_lines(raw: bytes, stop: int) -> int:
+    """How many lines start with "--" (MIME boundaries, and a few rules and signatures), up
+    to `stop`: a bound on the parts a parser would make, counted without parsing."""
+    found = 1 if raw.startswith(b"--") else 0
+    at = 0
+    while found < stop:
+        at = raw.find(b"\n--", at)
+        if at < 0:
+            break
+        found += 1
+        at += 3
+    return found
 
 
 # Fingerprints -------------------------------------------------------------------------------

@@ -7,24 +7,51 @@ instance its Message-ID, or a digest of the message id, recipient and status). O
 SHA-256 digest of the fingerprint is stored, so no address ends up in a key whatever the
 caller passes, and it expires after 90 days: long after any MTA stops retrying.
 
-`count` keeps totals per outcome in one hash (keys.BOUNCE_STATS) for `notifier status` and
-the tests: "bounced", "delayed", "complaint", "duplicate", "unmatched", "forged",
-"unrecognised" (OUTCOMES). They hold no personal data.
+`count` keeps totals per outcome in one hash (keys.BOUNCE_STATS) for `notifier status`,
+`/metrics` and the tests (OUTCOMES); `count_reason` the applied reports per reason
+(keys.BOUNCE_REASONS) and `signal` when a report last said our side has a problem
+(keys.BOUNCE_SIGNALS). None of them holds personal data.
+
+`mailbox_full` counts full-mailbox failures per address, keyed by a SHA-256 digest of the
+normalised address (never the address), each entry expiring after the counting span.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import redis
 
+from notifier.domain.recipients import normalise
 from notifier.store import keys
 from notifier.store.codec import text
 
-__all__ = ["OUTCOMES", "SEEN_SECONDS", "BounceLog"]
+__all__ = ["OUTCOMES", "SEEN_SECONDS", "BounceLog", "FullMailbox"]
 
 SEEN_SECONDS = 90 * 24 * 3600
-OUTCOMES = ("bounced", "delayed", "complaint", "duplicate", "unmatched", "forged", "unrecognised")
+OUTCOMES = (
+    "bounced",
+    "delayed",
+    "complaint",
+    "auth_failure",
+    "auto_reply",
+    "mismatched",
+    "duplicate",
+    "unmatched",
+    "forged",
+    "unrecognised",
+    "too_large",
+    "too_many_parts",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FullMailbox:
+    """Full-mailbox failures for one address within the span: how many, the first's time."""
+
+    count: int
+    first_at: float
 
 
 class BounceLog:
@@ -47,6 +74,34 @@ class BounceLog:
         if not outcome:
             raise ValueError("an outcome must be named")
         return int(self.r.hincrby(keys.BOUNCE_STATS, outcome, 1))
+
+    def count_reason(self, reason: str) -> None:
+        self.r.hincrby(keys.BOUNCE_REASONS, reason, 1)
+
+    def reasons(self) -> dict[str, int]:
+        return {text(k): int(v) for k, v in self.r.hgetall(keys.BOUNCE_REASONS).items()}
+
+    def signal(self, reason: str, now: float) -> None:
+        """A report said our side has a problem of this kind, at `now` (epoch seconds)."""
+        self.r.hset(keys.BOUNCE_SIGNALS, reason, now)
+
+    def signals(self) -> dict[str, float]:
+        """When each kind of our side's problem was last reported."""
+        return {text(k): float(v) for k, v in self.r.hgetall(keys.BOUNCE_SIGNALS).items()}
+
+    def mailbox_full(self, address: str, bounce_id: str, now: float, span: float) -> FullMailbox:
+        """Record a full-mailbox failure of message `bounce_id` for `address`; the failures
+        within the last `span` seconds (this one included)."""
+        digest = hashlib.sha256(normalise(address).encode("utf-8")).hexdigest()
+        key = keys.mailbox_full(digest)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zadd(key, {bounce_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - span)
+        pipe.expire(key, int(span) + 1)
+        pipe.zrange(key, 0, 0, withscores=True)
+        pipe.zcard(key)
+        *_, first, count = pipe.execute()
+        return FullMailbox(int(count), float(first[0][1]) if first else now)
 
     def stats(self) -> dict[str, int]:
         """The totals per outcome; every outcome of OUTCOMES is present (0 when none)."""
