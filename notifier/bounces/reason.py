@@ -55,24 +55,6 @@ SIGNALS: frozenset[Reason] = frozenset(
 # Each entry is a regular expression over the text lower-cased with spaces evened out.
 RULES: tuple[tuple[Reason, tuple[str, ...]], ...] = (
     (
-        # Our sender address, not the recipient's: "Sender address rejected", "Domain of
-        # sender address ... does not exist" (often written with a recipient's 5.1.x code).
-        "policy",
-        (
-            r"sender address (rejected|refused|denied|invalid|unknown|does not)",
-            r"(domain of )?sender (domain|address) .{0,80}(does not exist|must exist|not found)",
-            r"domain of sender address",
-            r"\[mail_from\]",
-            r"in reply to mail from",
-            r"sender verif(y|ication) failed",
-            r"(sender|mail from) .{0,40}(not allowed|blacklisted|rejected)",
-            r"(?<!recipient address rejected: )access denied",
-            r"relay(ing)? (access )?(denied|not permitted|prohibited)",
-            r"unable to relay",
-            r"(no|not an open) relay",
-        ),
-    ),
-    (
         "authentication",
         (
             r"\bspf\b.{0,40}\b(fail|check|record|validation|violation|alignment)",
@@ -188,6 +170,24 @@ RULES: tuple[tuple[Reason, tuple[str, ...]], ...] = (
             r"header size exceeds",
             r"taille limite",
             r"[45]\.(3\.4|2\.3)\b",
+        ),
+    ),
+    (
+        # Our sender address, not the recipient's: "Sender address rejected", "Domain of
+        # sender address ... does not exist" (often written with a recipient's 5.1.x code).
+        "policy",
+        (
+            r"sender address (rejected|refused|denied|invalid|unknown|does not)",
+            r"(domain of )?sender (domain|address) .{0,80}(does not exist|must exist|not found)",
+            r"domain of sender address",
+            r"\[mail_from\]",
+            r"in reply to mail from",
+            r"sender verif(y|ication) failed",
+            r"(sender|mail from) .{0,40}(not allowed|blacklisted|rejected)",
+            r"(?<!recipient address rejected: )access denied",
+            r"relay(ing)? (access )?(denied|not permitted|prohibited)",
+            r"unable to relay",
+            r"(no|not an open) relay",
         ),
     ),
     (
