@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -14,8 +15,10 @@ from notifier.store.suppressions import Suppressions
 from tests.events import METTE
 from tests.integration.test_bounce_intake import (
     BOUNCES,
+    NOTIFIER,
     SECRET,
     bounce,
+    cli_env,
     outcome,
     receive,
     record,
@@ -91,3 +94,35 @@ def test_a_refusal_that_cannot_be_recorded_exits_75() -> None:
     big = b"x" * (70 * 1024)
     done = receive(big, "redis://127.0.0.1:1/0", NOTIFIER_BOUNCE_MAX_BYTES=str(64 * 1024))
     assert done.returncode == 75, done.stderr
+
+
+IMAP = {
+    "NOTIFIER_BOUNCE_IMAP_HOST": "imap.kl.dk",
+    "NOTIFIER_BOUNCE_IMAP_USER": "bounces",
+    "NOTIFIER_BOUNCE_IMAP_PASSWORD": "not needed: Redis is asked first",
+}
+
+
+def test_poll_exits_75_when_redis_is_down_at_the_start() -> None:
+    done = notifier_with(["bounces", "poll"], "redis://127.0.0.1:1/0", **IMAP)
+    assert done.returncode == 75, (done.stdout, done.stderr)
+    assert "Redis did not answer" in done.stderr
+
+
+def test_an_empty_ca_file_setting_names_its_variable(redis_url: str) -> None:
+    done = notifier_with(["bounces", "poll"], redis_url, NOTIFIER_BOUNCE_IMAP_CA_FILE="", **IMAP)
+    assert done.returncode == 1
+    assert "NOTIFIER_BOUNCE_IMAP_CA_FILE: is empty" in done.stderr
+
+
+def notifier_with(
+    args: list[str], redis_url: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NOTIFIER, *args],
+        env=cli_env(redis_url, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
