@@ -74,6 +74,12 @@ def mailbox_full(digest: str) -> str:
     return f"{PREFIX}:mailbox-full:{digest}"
 
 
+def bounce_signal_day(day: str) -> str:
+    """Hash with a TTL: reports of our side's problem on one UTC day (YYYY-MM-DD), per
+    reason -> count."""
+    return f"{PREFIX}:bounce-signals:{day}"
+
+
 def roster(conference: str) -> str:
     """Set: the registration ids of the conference's seats."""
     return f"{PREFIX}:roster:{conference}"
