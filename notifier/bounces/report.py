@@ -362,11 +362,15 @@ HEADERS_IN_TEXT = re.compile(
 # Lines after an address that still describe it ("<x@y>: host ... said: 550 ...").
 CONTEXT_LINES = 6
 MAX_TEXT_RECIPIENTS = 20
+# flufl.bounce reads only this much of a message: its detectors try a dozen patterns on
+# every line (about 0.75 s of CPU a MiB, 15 s for a report just under the 20 MiB default
+# limit), and a notice's words come before the original message it may carry.
+MAX_FLUFL_BYTES = 256 * 1024
 
 
 def _heuristic_recipients(raw: bytes, text: str) -> Iterator[Recipient]:
     # flufl.bounce's detectors are written and tested against the compat32 Message API.
-    legacy = message_from_bytes(raw)
+    legacy = message_from_bytes(_head(raw, MAX_FLUFL_BYTES))
     temporary, permanent = all_failures(legacy)
     verdicts: tuple[tuple[Action, frozenset[bytes]], ...] = (
         ("failed", permanent),
@@ -376,6 +380,14 @@ def _heuristic_recipients(raw: bytes, text: str) -> Iterator[Recipient]:
     for action, found in verdicts:
         for address in sorted(found):
             yield _from_text(text, address.decode("utf-8", errors="replace"), action, single)
+
+
+def _head(raw: bytes, limit: int) -> bytes:
+    """At most `limit` bytes of `raw`, cut after a whole line."""
+    if len(raw) <= limit:
+        return raw
+    end = raw.rfind(b"\n", 0, limit)
+    return raw[: end + 1] if end > 0 else raw[:limit]
 
 
 def _from_text(text: str, address: str, action: Action, single: bool) -> Recipient:
