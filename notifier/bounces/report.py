@@ -363,8 +363,8 @@ HEADERS_IN_TEXT = re.compile(
 CONTEXT_LINES = 6
 MAX_TEXT_RECIPIENTS = 20
 # flufl.bounce reads only this much of a message: its detectors try a dozen patterns on
-# every line (about 0.75 s of CPU a MiB, 15 s for a report just under the 20 MiB default
-# limit), and a notice's words come before the original message it may carry.
+# every line (seconds of CPU for a report near the size limit: bench/README.md, "Bounce
+# input limits"), and a notice's words come before the original message it may carry.
 MAX_FLUFL_BYTES = 256 * 1024
 
 
