@@ -1,9 +1,11 @@
 """The bounce and suppression commands: `notifier bounces receive|poll`, `notifier suppressions`.
 
 `receive` is run by an MTA for every message to the bounce address, so its exit status is
-the MTA's instruction: 0 (also for mail it does not recognise, so that the MTA never bounces
-the bounce) or 75, EX_TEMPFAIL, while the report cannot be recorded (Redis down, settings
-missing), so that the MTA keeps it and tries again later.
+the MTA's instruction: 0 once the outcome is recorded (also for mail it does not recognise or
+refuses unread as too large, so that the MTA never bounces the bounce) or 75, EX_TEMPFAIL,
+for a report that was not applied: the store cannot record it (Redis down, settings missing),
+its message's send is not recorded yet, or processing it failed. The MTA keeps it and tries
+again later.
 """
 
 from __future__ import annotations
@@ -21,16 +23,32 @@ from rich.table import Table
 from notifier import logs
 from notifier.bounce_poll import ImapConfig, poll
 from notifier.errors import ConfigError, MailboxUnavailable, StoreUnavailable
-from notifier.intake import EARLY, Intake
+from notifier.intake import RETRY, TOO_LARGE, Intake
 from notifier.ops import console, redis_client
 from notifier.settings import Settings
 from notifier.store.bouncelog import BounceLog
 from notifier.store.suppressions import ORGANISER, Suppressions
 
 EX_TEMPFAIL = 75
-# A bounce with the whole original message attached stays far below this; anything larger
-# is not a report worth holding in memory.
-MAX_REPORT_BYTES = 20 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+class _OneLine(logging.Handler):
+    """flufl.bounce logs a detector's exception with its traceback (log.exception): one line
+    naming the exception's type instead, so that no third-party traceback (nor the report's
+    words in it) reaches the MTA's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        logging.getLogger("notifier").warning(
+            "flufl.bounce: a detector failed%s", f" ({kind})" if kind else ""
+        )
+
+
+def quiet_flufl() -> None:
+    flufl = logging.getLogger("flufl.bounce")
+    flufl.handlers[:] = [_OneLine()]
+    flufl.propagate = False
 
 
 def _log_to_stderr(settings: Settings) -> None:
@@ -42,23 +60,34 @@ def _log_to_stderr(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("notifier").setLevel(logging.INFO)
+    quiet_flufl()
+
+
+def _read(stream: BinaryIO, limit: int) -> bytes | None:
+    """At most `limit` bytes of the stream; None when it holds more (the rest is read and
+    dropped, so that the MTA's pipe sees its message taken whole)."""
+    raw = stream.read(limit + 1)
+    if len(raw) <= limit:
+        return raw
+    while stream.read(CHUNK):
+        pass
+    return None
 
 
 def receive_command(settings: Settings, stream: BinaryIO) -> None:
     _log_to_stderr(settings)
-    raw = stream.read(MAX_REPORT_BYTES + 1)
-    if len(raw) > MAX_REPORT_BYTES:
-        click.echo("notifier bounces receive: larger than 20 MB: not a report, ignored")
-        return
+    raw = _read(stream, settings.bounce_max_bytes)
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-        outcome = Intake(settings, client).receive(raw)
+        intake = Intake(settings, client)
+        outcome = intake.refuse(TOO_LARGE) if raw is None else intake.receive(raw)
     except (StoreUnavailable, ConfigError, redis.RedisError) as exc:
         click.echo(f"notifier bounces receive: cannot record the report now: {exc}", err=True)
         sys.exit(EX_TEMPFAIL)
     click.echo(f"notifier bounces receive: {outcome}")
-    if outcome == EARLY:
-        # The message's send is not recorded yet: the MTA keeps the report and tries again.
+    if outcome in RETRY:
+        # Not applied (its send is not recorded yet, or processing failed): the MTA keeps
+        # the report and tries again.
         sys.exit(EX_TEMPFAIL)
 
 
@@ -85,8 +114,15 @@ def poll_command(settings: Settings, limit: int | None) -> None:
     _log_to_stderr(settings)
     cfg = imap_config(settings)
     try:
-        intake = Intake(settings, redis_client(settings))
-        report = poll(cfg, intake, limit=limit)
+        # Not ops.redis_client: its failure is exit status 1. Redis down at the start is 75,
+        # as Redis down later is (a timer or cron tries again).
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        intake = Intake(settings, client)
+        intake.log.stats()
+        report = poll(cfg, intake, limit=limit, max_bytes=settings.bounce_max_bytes)
+    except (StoreUnavailable, redis.RedisError) as exc:
+        click.echo(f"stopped: Redis did not answer: {type(exc).__name__}", err=True)
+        sys.exit(EX_TEMPFAIL)
     except (ConfigError, MailboxUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.outcomes.items()))

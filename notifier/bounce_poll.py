@@ -42,13 +42,15 @@ from notifier.errors import ConfigError, MailboxUnavailable, NotifierError, Stor
 
 log = logging.getLogger(__name__)
 # Outcomes that leave the message in the folder: the receiver could not apply it yet (a
-# report about a message whose send is not recorded yet).
-KEEP = frozenset({"early"})
+# report about a message whose send is not recorded yet, or one whose processing failed).
+KEEP = frozenset({"early", "error"})
+TOO_LARGE = "too_large"
 
 # Messages per FETCH: few round trips, yet memory stays bounded when the folder has
 # thousands (a DSN may carry the whole original message).
 BULK = 20
 FETCHED_UID = re.compile(rb"\bUID (\d+)")
+FETCHED_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class Receiver(Protocol):
         when the store could not record it."""
         ...
 
+    def refuse(self, outcome: str) -> str:
+        """Count a message refused unread (too large); raises StoreUnavailable likewise."""
+        ...
+
 
 @dataclass(frozen=True)
 class PollReport:
@@ -100,10 +106,18 @@ class PollReport:
     store_unavailable: bool = False
 
 
-def poll(cfg: ImapConfig, receiver: Receiver, *, limit: int | None = None) -> PollReport:
+def poll(
+    cfg: ImapConfig,
+    receiver: Receiver,
+    *,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+) -> PollReport:
     """Receive every message in cfg.folder (at most `limit`), oldest first, moving each to
-    cfg.done_folder once received. Raises ConfigError for a refused login or TLS failure and
-    MailboxUnavailable when the server cannot be reached or drops the session."""
+    cfg.done_folder once received. A message over `max_bytes` (by the server's RFC822.SIZE)
+    is not fetched: it is counted as too large and moved. Raises ConfigError for a refused
+    login or TLS failure and MailboxUnavailable when the server cannot be reached or drops
+    the session."""
     with _session(cfg) as box:
         with _imap_errors(cfg):
             uids = sorted(box.uids("ALL"), key=int)
@@ -113,11 +127,11 @@ def poll(cfg: ImapConfig, receiver: Receiver, *, limit: int | None = None) -> Po
         outcomes: Counter[str] = Counter()
         for start in range(0, len(todo), BULK):
             with _imap_errors(cfg):
-                fetched = _fetch(box, todo[start : start + BULK])
+                fetched = _fetch(box, todo[start : start + BULK], max_bytes)
             for uid, raw in fetched:
                 # Outside _imap_errors: the intake's own errors are not the mailbox's.
                 try:
-                    outcome = receiver.receive(raw)
+                    outcome = receiver.refuse(TOO_LARGE) if raw is None else receiver.receive(raw)
                 except StoreUnavailable:
                     return _report(outcomes, len(uids), store_unavailable=True)
                 outcomes[outcome] += 1
@@ -233,14 +247,45 @@ def _ensure_folder(box: BaseMailBox, name: str) -> None:
             raise
 
 
-def _fetch(box: BaseMailBox, uids: Sequence[str]) -> list[tuple[str, bytes]]:
-    """(uid, raw bytes) of these messages, in the order asked. BODY.PEEK[] is the message
-    exactly as stored (imap-tools' MailMessage keeps only a parsed copy) and sets no \\Seen.
-    A UID another poller moved away meanwhile is simply missing from the answer."""
+def _fetch(
+    box: BaseMailBox, uids: Sequence[str], max_bytes: int | None = None
+) -> list[tuple[str, bytes | None]]:
+    """(uid, raw bytes) of these messages, in the order asked; None in place of the bytes of
+    one larger than `max_bytes`, which is not fetched. BODY.PEEK[] is the message exactly as
+    stored (imap-tools' MailMessage keeps only a parsed copy) and sets no \\Seen. A UID
+    another poller moved away meanwhile is simply missing from the answer."""
+    small = list(uids)
+    large: set[str] = set()
+    if max_bytes is not None:
+        sizes = _sizes(box, uids)
+        large = {uid for uid, size in sizes.items() if size > max_bytes}
+        small = [uid for uid in uids if uid in sizes and uid not in large]
+    found: dict[str, bytes | None] = dict.fromkeys(large)
+    if small:
+        found |= _bodies(box, small)
+    return [(uid, found[uid]) for uid in uids if uid in found]
+
+
+def _sizes(box: BaseMailBox, uids: Sequence[str]) -> dict[str, int]:
+    typ, data = box.client.uid("FETCH", ",".join(uids), "(UID RFC822.SIZE)")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"FETCH failed: {data!r}")
+    sizes: dict[str, int] = {}
+    for item in data:
+        line = item[0] if isinstance(item, tuple) else item
+        if not isinstance(line, bytes):
+            continue
+        uid, size = FETCHED_UID.search(line), FETCHED_SIZE.search(line)
+        if uid and size:
+            sizes[uid.group(1).decode()] = int(size.group(1))
+    return sizes
+
+
+def _bodies(box: BaseMailBox, uids: Sequence[str]) -> dict[str, bytes | None]:
     typ, data = box.client.uid("FETCH", ",".join(uids), "(UID BODY.PEEK[])")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"FETCH failed: {data!r}")
-    found: dict[str, bytes] = {}
+    found: dict[str, bytes | None] = {}
     for i, item in enumerate(data):
         if not isinstance(item, tuple):
             continue
@@ -250,4 +295,4 @@ def _fetch(box: BaseMailBox, uids: Sequence[str]) -> list[tuple[str, bytes]]:
         uid = FETCHED_UID.search(item[0]) or FETCHED_UID.search(after)
         if uid:
             found[uid.group(1).decode()] = item[1]
-    return [(uid, found[uid]) for uid in uids if uid in found]
+    return found

@@ -3,17 +3,24 @@ applied. Shared by `notifier bounces receive` (an MTA's pipe) and `notifier boun
 (an IMAP mailbox).
 
 A report names its message by the token in the return path it was sent to
-(`bounces+TOKEN@domain`, notifier.bounces.token); a token whose HMAC does not verify is
-counted as forged and changes nothing. What a report does:
+(`bounces+TOKEN@domain`, notifier.bounces.token); a token whose HMAC does not verify, under
+the current secret or (until NOTIFIER_BOUNCE_SECRET_PREVIOUS_UNTIL) a previous one, is counted
+as forged and changes nothing. What a report does is notifier.bounces.policy's decision:
 
-- a hard failure (Action: failed, 5.x.x) marks the message `bounced` with the status and the
-  diagnostic, and suppresses the address for later messages;
-- a failure after the relay gave up on a temporary condition (Action: failed, 4.x.x) marks
-  the message `bounced` but suppresses nothing: the address may well work tomorrow;
+- a report whose recipient is not the message's changes nothing (`mismatched`);
+- a failure marks the message `bounced` with its status, diagnostic and reason; only a
+  recipient who is gone (5.x.x user unknown, mailbox disabled, host unknown) is suppressed;
+  a full mailbox is suppressed once NOTIFIER_BOUNCE_MAILBOX_FULL_COUNT failures came within
+  NOTIFIER_BOUNCE_MAILBOX_FULL_DAYS, the first and the latest at least a day apart; our
+  side's problems (blocklist, authentication, policy, content, rate) raise an operator
+  signal (a counter, a log line without addresses, the console) and suppress nothing;
 - a `delayed` report is recorded on the message and changes nothing else;
-- a complaint (an ARF feedback report) suppresses the address with the reason "complaint";
-- the same report again counts once (its fingerprint is remembered);
-- a report about a message whose send is not recorded yet is left to be received again.
+- a complaint (an ARF abuse report, an SES complaint) suppresses the address; an ARF
+  auth-failure report is an authentication signal;
+- the same report again counts once: by its message and status, whatever its Message-ID;
+- a report about a message whose send is not recorded yet is left to be received again;
+- mail over NOTIFIER_BOUNCE_MAX_BYTES or with more than NOTIFIER_BOUNCE_MAX_PARTS MIME
+  boundaries is refused unread (`too_large`, `too_many_parts`).
 
 The organiser's copies are never suppressed. Nothing here logs an address.
 """
@@ -26,7 +33,8 @@ from collections.abc import Callable
 
 import redis
 
-from notifier.bounces.report import Recipient, Report, parse
+from notifier.bounces.policy import Effect, decide
+from notifier.bounces.report import Report, boundary_lines, parse
 from notifier.bounces.token import verify
 from notifier.domain.notice import Kind
 from notifier.errors import ConfigError, StoreUnavailable
@@ -36,19 +44,24 @@ from notifier.store import suppressions
 from notifier.store.bouncelog import BounceLog
 from notifier.store.deadletter import DeadLetters
 from notifier.store.outbox import Outbox, Record
-from notifier.store.suppressions import Suppressions, hard_bounce_reason
+from notifier.store.suppressions import MAILBOX_FULL, Suppressions, hard_bounce_reason
 
 log = logging.getLogger("notifier")
 
 # What became of a report (also the counters' names).
 BOUNCED, DELAYED, COMPLAINT = "bounced", "delayed", "complaint"
+AUTH_FAILURE, AUTO_REPLY, MISMATCHED = "auth_failure", "auto_reply", "mismatched"
 DUPLICATE, UNMATCHED, FORGED = "duplicate", "unmatched", "forged"
 UNRECOGNISED, IGNORED, ERROR = "unrecognised", "ignored", "error"
+TOO_LARGE, TOO_MANY_PARTS = "too_large", "too_many_parts"
+# Outcomes of a report that was not applied and must be received again.
+RETRY = frozenset({"early", ERROR})
 # A report about a message whose send is not recorded yet: kept to be received again later
 # (`receive` exits 75; `poll` leaves it in the folder).
 EARLY = "early"
 NOT_YET_SENT = frozenset({"queued", "sending", "retrying"})
 DIAGNOSTIC_CHARS = 200
+DAY = 86_400.0
 
 
 class Intake:
@@ -67,6 +80,13 @@ class Intake:
             )
         self.address = settings.bounce_address
         self.secret = secret
+        self.previous = settings.previous_bounce_keys()
+        until = settings.bounce_secret_previous_until
+        self.previous_until = until.timestamp() if until is not None else 0.0
+        self.max_bytes = settings.bounce_max_bytes
+        self.max_parts = settings.bounce_max_parts
+        self.full_count = settings.bounce_mailbox_full_count
+        self.full_span = settings.bounce_mailbox_full_days * DAY
         self.clock = clock
         self.client = client
         self.outbox = Outbox(client, webhooks=settings.webhooks_enabled)
@@ -83,7 +103,7 @@ class Intake:
         """
         try:
             try:
-                outcome = self._receive(raw)
+                outcome = self._bounded(raw)
             except redis.RedisError:
                 raise
             except Exception as exc:  # a bug: keep the report to look at, never drop it
@@ -92,6 +112,29 @@ class Intake:
             self.log.count(outcome)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return outcome
+
+    def refuse(self, outcome: str) -> str:
+        """Count a report refused unread (TOO_LARGE, TOO_MANY_PARTS) by the caller.
+
+        Raises:
+            StoreUnavailable: the count could not be recorded.
+        """
+        try:
+            self.log.count(outcome)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        log.warning("bounce report refused unread: %s", outcome)
+        return outcome
+
+    def _bounded(self, raw: bytes) -> str:
+        if len(raw) > self.max_bytes:
+            outcome = TOO_LARGE
+        elif boundary_lines(raw, self.max_parts + 1) > self.max_parts:
+            outcome = TOO_MANY_PARTS
+        else:
+            return self._receive(raw)
+        log.warning("bounce report refused unread: %s", outcome)
         return outcome
 
     def _keep(self, raw: bytes, exc: Exception) -> str:
@@ -104,57 +147,92 @@ class Intake:
         report = parse(raw, self.address)
         if report.kind == "unrecognised":
             return UNRECOGNISED
-        ids = [i for i in (verify(t, self.secret) for t in report.tokens) if i is not None]
+        if report.kind == "auto_reply":
+            return AUTO_REPLY
+        ids = self._verified(report)
         if not ids:
             return FORGED if report.tokens else UNMATCHED
         key = self.outbox.key_for_bounce_id(ids[0])
         record = self.outbox.get(key) if key else None
         if record is None:
             return UNMATCHED
-        seen = f"{report.fingerprint}:{ids[0]}"
+        effect = decide(report, record.sent_to)
+        if effect.outcome == MISMATCHED:
+            return MISMATCHED
+        if effect.outcome in (BOUNCED, DELAYED) and record.state in NOT_YET_SENT:
+            # The relay's 250 is not recorded yet (a worker between it and its record, or
+            # one that died there): the report must wait, or it would be lost.
+            return EARLY
+        # A replay is the same message and the same status, whatever its Message-ID.
+        seen = f"{ids[0]}:{effect.outcome}:{effect.status}"
         if self.log.seen(seen):
             return DUPLICATE
-        outcome = self._apply(report, record)
-        if outcome == EARLY:
-            return outcome  # not marked: it is to be received again
+        outcome = self._apply(effect, record, ids[0])
         # Marked only once applied: a store failure in between must leave the report unmarked,
         # or the MTA's next try (after our exit 75) would be taken for a duplicate and the
         # report lost. Applying one twice moves nothing further: a bounced message stays as it
         # is (bounce.lua), and a suppression only has its time renewed.
         if not self.log.first(seen, self.clock()):
             return DUPLICATE  # another delivery of the same report was applied meanwhile
+        self.log.count_reason(effect.reason)
         log.info(
-            "bounce report for %s: %s",
+            "bounce report for %s: %s (%s)",
             record.key,
             outcome,
-            extra={"key": record.key, "outcome": outcome, "kind": report.kind},
+            effect.reason,
+            extra={"key": record.key, "outcome": outcome, "reason": effect.reason},
         )
         return outcome
 
-    def _apply(self, report: Report, record: Record) -> str:
-        if report.kind == "complaint":
+    def _verified(self, report: Report) -> list[str]:
+        """The message ids of the report's tokens that verify: under the current secret, or
+        under a previous one while it is still accepted."""
+        keys = [self.secret]
+        if self.previous and self.clock() < self.previous_until:
+            keys += self.previous
+        found = (verify(t, k) for t in report.tokens for k in keys)
+        return list(dict.fromkeys(i for i in found if i is not None))
+
+    def _apply(self, effect: Effect, record: Record, bounce_id: str) -> str:
+        now = self.clock()
+        if effect.signal:
+            self._signal(effect, record)
+        if effect.outcome == COMPLAINT:
             self._suppress(record, suppressions.COMPLAINT)
             return COMPLAINT
-        failed = [r for r in report.recipients if r.action == "failed"]
-        delayed = [r for r in report.recipients if r.action == "delayed"]
-        if (failed or delayed) and record.state in NOT_YET_SENT:
-            # The relay's 250 is not recorded yet (a worker between it and its record, or
-            # one that died there): the report must wait, or it would be lost.
-            return EARLY
-        if failed:
-            return self._failed(record, failed[0])
-        if delayed:
-            first = delayed[0]
-            self.outbox.delay(record.key, first.status, _diagnostic(first), self.clock())
+        if effect.outcome == AUTH_FAILURE:
+            return AUTH_FAILURE
+        if effect.outcome == DELAYED:
+            said = _diagnostic(effect.diagnostic)
+            self.outbox.delay(record.key, effect.status, said, now, reason=effect.reason)
             return DELAYED
-        return IGNORED  # delivered, relayed, expanded: nothing to do
-
-    def _failed(self, record: Record, failure: Recipient) -> str:
-        found = self.outbox.bounce(record.key, failure.status, _diagnostic(failure), self.clock())
-        if failure.status.startswith("5"):
-            reason = hard_bounce_reason(failure.status, failure.diagnostic, record.sent_to)
-            self._suppress(record, reason)
+        if effect.outcome != BOUNCED:
+            return IGNORED  # delivered, relayed, expanded: nothing to do
+        said = _diagnostic(effect.diagnostic)
+        found = self.outbox.bounce(record.key, effect.status, said, now, reason=effect.reason)
+        if effect.suppress:
+            status = f"{effect.status} {effect.reason}"
+            self._suppress(record, hard_bounce_reason(status, effect.diagnostic, record.sent_to))
+        elif effect.mailbox_full:
+            self._mailbox_full(record, bounce_id, now)
         return BOUNCED if found == "bounced" else IGNORED
+
+    def _mailbox_full(self, record: Record, bounce_id: str, now: float) -> None:
+        """Suppress a full mailbox only once it stayed full: enough failures, over a day."""
+        full = self.log.mailbox_full(record.sent_to, bounce_id, now, self.full_span)
+        if full.count >= self.full_count and now - full.first_at >= DAY:
+            days = (now - full.first_at) / DAY
+            self._suppress(record, f"{MAILBOX_FULL} {full.count} times in {days:.0f} days")
+
+    def _signal(self, effect: Effect, record: Record) -> None:
+        self.log.signal(effect.reason, self.clock())
+        log.warning(
+            "bounce report says our mail is refused: %s (status %s) for %s",
+            effect.reason,
+            effect.status or "-",
+            record.key,
+            extra={"key": record.key, "reason": effect.reason, "signal": True},
+        )
 
     def _suppress(self, record: Record, reason: str) -> None:
         if record.notice.kind is Kind.SUBSTITUTION_COPY:
@@ -162,6 +240,6 @@ class Intake:
         self.suppressions.add(record.sent_to, reason, message=record.key, now=self.clock())
 
 
-def _diagnostic(recipient: Recipient) -> str:
+def _diagnostic(said: str) -> str:
     """The remote server's words, without addresses, cut to a length a status table shows."""
-    return scrub(" ".join(recipient.diagnostic.split()))[:DIAGNOSTIC_CHARS]
+    return scrub(" ".join(said.split()))[:DIAGNOSTIC_CHARS]

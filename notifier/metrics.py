@@ -7,7 +7,8 @@ none. Each scrape costs two pipelines on the store (one entry per batch) and one
 broker.
 
 Labels never carry names or addresses: states, batch keys (conference slug and batch id),
-event types from the known list, outcomes and reply classes only.
+event types from the known list, outcomes, reply classes and bounce reasons (the closed
+vocabulary of notifier.bounces.reason) only.
 
 When Redis (or the broker) cannot be read, the scrape still answers: `notifier_redis_up`
 (or `notifier_broker_up`) is 0 and the figures read from it are left out, which is how an
@@ -24,7 +25,9 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from notifier.bounces.reason import REASONS, SIGNALS
 from notifier.store import keys
+from notifier.store.bouncelog import ALL_OUTCOMES
 from notifier.store.codec import text
 from notifier.store.outbox import STATES
 from notifier.store.stats import EVENT_OUTCOMES, REPLY_CLASSES
@@ -50,6 +53,9 @@ class _Snapshot:
     oldest_retry: float | None
     batches: dict[str, dict[str, str]]  # batch key -> its record
     batch_counts: dict[str, dict[str, int]]  # batch key -> count per state
+    bounce_outcomes: dict[str, int]  # received bounce reports per outcome
+    bounce_reasons: dict[str, int]  # applied bounce reports per reason
+    bounce_signals: dict[str, float]  # our side's problem -> when last reported
 
 
 class StoreCollector(Collector):
@@ -83,6 +89,7 @@ class StoreCollector(Collector):
         yield from _messages(snap)
         yield from _batches(snap)
         yield from _counters(snap)
+        yield from _bounces(snap)
 
     def _broker_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("notifier_broker_up", "1 if the broker (Redis) could be read.")
@@ -116,7 +123,10 @@ def _read(client: redis.Redis) -> _Snapshot:
     pipe.zrange(keys.QUEUED, 0, 0, withscores=True)
     pipe.zrange(keys.RETRY, 0, 0, withscores=True)
     pipe.smembers(keys.BATCHES)
-    (secs, usecs), counts, events, replies, queued, retry, members = pipe.execute()
+    pipe.hgetall(keys.BOUNCE_STATS)
+    pipe.hgetall(keys.BOUNCE_REASONS)
+    pipe.hgetall(keys.BOUNCE_SIGNALS)
+    (secs, usecs), counts, events, replies, queued, retry, members, *bounces = pipe.execute()
     batch_keys = sorted(text(m) for m in members)
     pipe = client.pipeline(transaction=False)
     for key in batch_keys:
@@ -132,6 +142,9 @@ def _read(client: redis.Redis) -> _Snapshot:
         oldest_retry=float(retry[0][1]) if retry else None,
         batches={key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)},
         batch_counts={key: _ints(c) for key, c in zip(batch_keys, raw[1::2], strict=True)},
+        bounce_outcomes=_ints(bounces[0]),
+        bounce_reasons=_ints(bounces[1]),
+        bounce_signals={text(k): float(v) for k, v in bounces[2].items()},
     )
 
 
@@ -216,3 +229,32 @@ def _counters(snap: _Snapshot) -> Iterator[Metric]:
     for klass in REPLY_CLASSES:
         replies.add_metric([klass], snap.replies.get(klass, 0))
     yield from (events, replies)
+
+
+def _bounces(snap: _Snapshot) -> Iterator[Metric]:
+    reports = CounterMetricFamily(
+        "notifier_bounce_reports",
+        "Bounce reports received (notifier bounces receive|poll) by outcome: bounced, "
+        "delayed, complaint, mismatched (about another recipient than the message's), "
+        "duplicate, forged, too_large...",
+        labels=["outcome"],
+    )
+    for outcome in ALL_OUTCOMES:
+        reports.add_metric([outcome], snap.bounce_outcomes.get(outcome, 0))
+    reasons = CounterMetricFamily(
+        "notifier_bounce_reasons",
+        "Bounce reports applied to their message, by the report's reason.",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        reasons.add_metric([reason], snap.bounce_reasons.get(reason, 0))
+    last = GaugeMetricFamily(
+        "notifier_bounce_signal_last_seen_timestamp_seconds",
+        "When a bounce report last said our side has a problem of this kind (blocklist, "
+        "authentication, policy...), in epoch seconds; absent when none ever did.",
+        labels=["reason"],
+    )
+    for reason in sorted(SIGNALS):
+        if reason in snap.bounce_signals:
+            last.add_metric([reason], snap.bounce_signals[reason])
+    yield from (reports, reasons, last)

@@ -36,6 +36,7 @@ from notifier.mail import danish
 from notifier.mail.compose import compose
 from notifier.settings import Settings
 from notifier.store.batches import Batches, batch_key
+from notifier.store.bouncelog import RECENT_SIGNAL_DAYS, BounceLog, Signal
 from notifier.store.deadletter import DeadLetters, Replay
 from notifier.store.outbox import Outbox
 from notifier.store.purge import PurgeRefused, purge
@@ -265,6 +266,34 @@ def print_status(st: Status, title: str) -> None:
     ):
         if rows:
             console.print(_message_table(title, rows))
+    if st.bounced:
+        console.print(_count_table("bounced: by reason", "reason", st.bounce_reasons))
+
+
+def _count_table(title: str, column: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column(column)
+    table.add_column("messages", justify="right")
+    for name, count in counts.items():
+        table.add_row(name or "(not recorded)", str(count))
+    return table
+
+
+def print_signals(signals: list[Signal]) -> None:
+    """Our side's problems that bounce reports named recently (blocklists, authentication,
+    policy...): the organisers' mail server or domain needs looking at."""
+    if not signals:
+        return
+    table = Table(title=f"reports of a problem on our side (last {RECENT_SIGNAL_DAYS} days)")
+    for col in ("reason", "reports", "last (UTC)"):
+        table.add_column(col)
+    for s in signals:
+        table.add_row(s.reason, str(s.count), _utc(s.last_at))
+    console.print(table)
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
 def print_skipped(client: redis.Redis, key: str) -> None:
@@ -293,10 +322,14 @@ def _skipped_reasons(client: redis.Redis, key: str) -> Counter[str]:
 
 def _message_table(title: str, rows: tuple[Failure, ...]) -> Table:
     table = Table(title=title)
+    reasons = any(f.reason for f in rows)
     for col in ("registration", "recipient", "attempts", "last SMTP reply"):
         table.add_column(col)
+    if reasons:
+        table.add_column("reason")
     for f in rows:
-        table.add_row(f.registration, f.recipient, str(f.attempts), f.reply)
+        cells = [f.registration, f.recipient, str(f.attempts), f.reply]
+        table.add_row(*cells, *([f.reason or "-"] if reasons else []))
     return table
 
 
@@ -388,14 +421,17 @@ def publish_events(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 def status_command(settings: Settings, batch: str | None, *, as_json: bool = False) -> None:
     with json_output(as_json):
+        client = redis_client(settings)
         try:
-            st = status(redis_client(settings), batch)
+            st = status(client, batch)
         except UnknownBatch as exc:
             raise click.ClickException(str(exc)) from None
+        signals = BounceLog(client).recent_signals(time.time(), RECENT_SIGNAL_DAYS)
     if as_json:
-        emit(status_document(st))
+        emit(status_document(st) | {"bounce_signals": [_signal(s) for s in signals]})
     else:
         print_status(st, f"batch {st.batch.key}" if st.batch else "all messages")
+        print_signals(signals)
 
 
 # -- --json: one document on stdout for scripts ---------------------------------------------
@@ -435,9 +471,15 @@ def status_document(st: Status) -> dict[str, Any]:
         "done": st.done,
         "failures": [_row(f) for f in st.failures],
         "unknown": [_row(f) for f in st.unknown],
-        "bounced": [_row(f) for f in st.bounced],
+        "bounced": [_row(f) | {"reason": f.reason} for f in st.bounced],
+        "bounce_reasons": st.bounce_reasons,
         "suppressed": [_row(f) for f in st.suppressed],
     }
+
+
+def _signal(s: Signal) -> dict[str, Any]:
+    at = datetime.fromtimestamp(s.last_at, UTC).isoformat() if s.last_at else None
+    return {"reason": s.reason, "count": s.count, "last_at": at}
 
 
 def _row(f: Failure) -> dict[str, Any]:

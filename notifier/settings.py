@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.errors import ConfigError
@@ -58,6 +59,18 @@ class Settings(BaseSettings):
     bounce_address: str | None = None
     bounce_secret: SecretStr | None = Field(None, repr=False)
     bounce_secret_file: Path | None = None
+    # After a rotation: the earlier secret(s) (a comma list), accepted to verify the tokens
+    # of mail sent before it until the given time (ISO 8601), never to sign.
+    bounce_secret_previous: SecretStr | None = Field(None, repr=False)
+    bounce_secret_previous_file: Path | None = None
+    bounce_secret_previous_until: datetime | None = None
+    # A full mailbox suppresses only after this many failures within this many days, the
+    # first and the latest at least a day apart.
+    bounce_mailbox_full_count: int = Field(3, ge=1, le=100)
+    bounce_mailbox_full_days: float = Field(14.0, ge=1, le=365)
+    # What `receive` and `poll` take: larger or more deeply split mail is refused (counted).
+    bounce_max_bytes: int = Field(20 * 1024 * 1024, ge=64 * 1024, le=200 * 1024 * 1024)
+    bounce_max_parts: int = Field(500, ge=10, le=100_000)
     # The mailbox `notifier bounces poll` reads (TLS always on and verified).
     bounce_imap_host: str | None = None
     bounce_imap_port: int = Field(993, ge=1, le=65535)
@@ -80,6 +93,20 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(5.0, gt=0)
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)
     webhook_give_up_seconds: float = Field(3 * 86_400.0, gt=0)
+
+    @field_validator(
+        "bounce_imap_ca_file",
+        "smtp_ca_file",
+        "bounce_secret_file",
+        "bounce_secret_previous_file",
+        mode="before",
+    )
+    @classmethod
+    def _no_empty_path(cls, value: Any) -> Any:
+        # An empty value would be the current directory ("Is a directory" much later).
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: set a file's path or leave the variable unset")
+        return value
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -112,6 +139,12 @@ class Settings(BaseSettings):
                 verified = url + ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
                 object.__setattr__(self, url_field, verified)
         return self
+
+    def previous_bounce_keys(self) -> list[bytes]:
+        """The earlier secrets still accepted to verify tokens (never to sign); empty when
+        none is set. Whether they are still valid is `bounce_secret_previous_until`."""
+        value = _secret(self.bounce_secret_previous, self.bounce_secret_previous_file)
+        return [k.strip().encode("utf-8") for k in (value or "").split(",") if k.strip()]
 
     def bounce_key(self) -> bytes | None:
         """The secret that signs return-path tokens, from the file setting if that is used;
@@ -173,6 +206,30 @@ def _check_bounce_settings(s: Settings) -> None:
         raise ValueError(f"NOTIFIER_BOUNCE_SECRET must be at least {MIN_BOUNCE_SECRET} characters")
     if s.bounce_secret_file is not None and not s.bounce_secret_file.is_file():
         raise ValueError(f"NOTIFIER_BOUNCE_SECRET_FILE: no such file: {s.bounce_secret_file}")
+    _check_previous_secrets(s)
+    if s.bounce_imap_ca_file is not None and not s.bounce_imap_ca_file.is_file():
+        raise ValueError(f"NOTIFIER_BOUNCE_IMAP_CA_FILE: no such file: {s.bounce_imap_ca_file}")
+
+
+def _check_previous_secrets(s: Settings) -> None:
+    given = s.bounce_secret_previous is not None or s.bounce_secret_previous_file is not None
+    if s.bounce_secret_previous_file is not None and not s.bounce_secret_previous_file.is_file():
+        raise ValueError(
+            f"NOTIFIER_BOUNCE_SECRET_PREVIOUS_FILE: no such file: {s.bounce_secret_previous_file}"
+        )
+    if given and s.bounce_secret_previous_until is None:
+        raise ValueError(
+            "NOTIFIER_BOUNCE_SECRET_PREVIOUS is set but NOTIFIER_BOUNCE_SECRET_PREVIOUS_UNTIL "
+            "is not: say until when (ISO 8601) bounces signed with it are accepted"
+        )
+    if given and any(len(k) < MIN_BOUNCE_SECRET for k in s.previous_bounce_keys()):
+        raise ValueError(
+            f"NOTIFIER_BOUNCE_SECRET_PREVIOUS: each secret must be at least "
+            f"{MIN_BOUNCE_SECRET} characters"
+        )
+    until = s.bounce_secret_previous_until
+    if until is not None and until.tzinfo is None:
+        raise ValueError("NOTIFIER_BOUNCE_SECRET_PREVIOUS_UNTIL must name its time zone")
 
 
 WEBHOOK_SECRET_PREFIX = "whsec_"

@@ -27,7 +27,7 @@ from notifier.errors import ConfigError, UnknownBatch
 from notifier.store import keys
 from notifier.store.batches import batch_key
 from notifier.store.outbox import STATES
-from notifier.store.status import status
+from notifier.store.status import bounce_reasons, status
 
 router = APIRouter(prefix="/v1/conferences/{slug}", tags=["organisers"], route_class=SafeRoute)
 
@@ -82,6 +82,9 @@ class BatchProgress(BaseModel):
     finished: int
     done: bool
     counts: dict[str, int]
+    # The bounced messages of the batch by the report's reason (notifier.bounces.reason),
+    # most first; "" for one bounced before reasons were recorded. {} when none bounced.
+    bounce_reasons: dict[str, int] = {}
 
 
 class DryRun(BaseModel):
@@ -222,6 +225,7 @@ def _progress(ctx: ApiContext, slug: str, batch_id: str) -> BatchProgress:
         finished=st.finished,
         done=st.done,
         counts=st.counts,
+        bounce_reasons=bounce_reasons(ctx.client, key) if st.counts["bounced"] else {},
     )
 
 

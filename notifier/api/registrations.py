@@ -47,6 +47,9 @@ class BounceView(BaseModel):
     status: str
     diagnostic: str
     at: str | None
+    # The report's reason (notifier.bounces.reason: user_unknown, mailbox_full, blocked...);
+    # None for a report recorded before reasons were.
+    reason: str | None = None
 
 
 class MessageView(BaseModel):
@@ -105,19 +108,23 @@ def _seat(seat: Seat) -> SeatView:
     )
 
 
-def _message(record: Record, times: list[Any]) -> MessageView:
+def _message(record: Record, fields: list[Any]) -> MessageView:
+    """`fields`: the message's created_at, updated_at and delay_reason, as stored."""
+    times, delay_reason = fields[:2], text(fields[2]) if fields[2] else None
     bounce = delay = None
     if record.bounce_status:
         bounce = BounceView(
             status=record.bounce_status,
             diagnostic=record.bounce_diagnostic,
             at=_time(record.bounced_at),
+            reason=record.bounce_reason or None,
         )
     if record.delay_status:
         delay = BounceView(
             status=record.delay_status,
             diagnostic=record.delay_diagnostic,
             at=_time(record.delayed_at),
+            reason=delay_reason,
         )
     return MessageView(
         key=record.key,
@@ -148,9 +155,9 @@ def registration_view(
     records = Outbox(client).records(message_keys)
     with client.pipeline(transaction=False) as pipe:
         for record in records:
-            pipe.hmget(keys.message(record.key), "created_at", "updated_at")
-        times = pipe.execute()
-    messages = [_message(r, t) for r, t in zip(records, times, strict=True)]
+            pipe.hmget(keys.message(record.key), "created_at", "updated_at", "delay_reason")
+        fields = pipe.execute()
+    messages = [_message(r, f) for r, f in zip(records, fields, strict=True)]
     messages.sort(key=lambda m: (m.created_at or "", m.key))
     return RegistrationView(
         conference=conference,

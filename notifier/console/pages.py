@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from notifier.console import data
-from notifier.console.web import ConsoleRoute, SignedIn, conference_of, render
+from notifier.console.web import ConsoleRoute, SignedIn, Viewer, conference_of, now, render
+from notifier.store.bouncelog import RECENT_SIGNAL_DAYS, BounceLog
 from notifier.store.eventlog import recent
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -17,11 +18,18 @@ NAMES = {"states": data.STATE_NAMES, "kinds": data.KIND_NAMES}
 OUTCOMES = {"applied": "Behandlet", "duplicate": "Dublet", "dead_letter": "Afvist (dead letter)"}
 
 
+def signals(who: Viewer) -> dict[str, Any]:
+    """Bounce reports of the last days that said our side has a problem (a blocklist,
+    authentication, policy...): the notice on the overview and every conference's page."""
+    found = BounceLog(who.ctx.client).recent_signals(now(), RECENT_SIGNAL_DAYS)
+    return {"signals": found, "signal_days": RECENT_SIGNAL_DAYS}
+
+
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, who: SignedIn) -> Response:
     confs = [who.ctx.conferences.get(slug) for slug in who.ctx.conferences.slugs()]
     summaries = [data.summary(who.ctx.client, conf) for conf in confs]
-    values = {"title": "Konferencer", "summaries": summaries, **NAMES}
+    values = {"title": "Konferencer", "summaries": summaries, **signals(who), **NAMES}
     return render(request, "overview.html", values, session=who.session)
 
 
@@ -36,6 +44,7 @@ def conference(slug: str, request: Request, who: SignedIn) -> Response:
         "events": recent(client, slug),
         "attention": data.attention(client, slug),
         "outcomes": OUTCOMES,
+        **signals(who),
         **NAMES,
     }
     return render(request, "conference.html", values, session=who.session)

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from notifier.console.labels import danish_reason
 from notifier.console.web import ConsoleRoute, SignedIn, Viewer, now, posted, redirect, render
-from notifier.store.suppressions import COMPLAINT, ORGANISER, Suppression, Suppressions
+from notifier.store.suppressions import ORGANISER, Suppression, Suppressions
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -27,25 +28,12 @@ NOTICES = {
     "added": ("ok", "Adressen er spærret: den får ikke flere mails."),
     "already": ("ok", "Adressen var allerede spærret; årsagen er opdateret."),
 }
-HARD_BOUNCE = "hard bounce"
 
 
 @dataclass(frozen=True)
 class Row:
     entry: Suppression
     reason: str  # in Danish where the store's wording is known
-
-
-def danish_reason(reason: str) -> str:
-    """The store's reasons (English, for the CLI) as organisers read them; a mail server's
-    diagnostic is quoted as it came."""
-    if reason == COMPLAINT:
-        return "Klage: modtageren har markeret en mail som uønsket"
-    if reason.startswith(ORGANISER):
-        return "Tilføjet af en arrangør" + reason[len(ORGANISER) :]
-    if reason.startswith(HARD_BOUNCE):
-        return "Permanent afvist (hard bounce)" + reason[len(HARD_BOUNCE) :]
-    return reason
 
 
 def _page(request: Request, who: Viewer, **extra: Any) -> Response:

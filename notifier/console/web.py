@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 
 from notifier.api.auth import context
 from notifier.api.context import ApiContext
+from notifier.console import labels
 from notifier.domain.conference import Conference
 from notifier.errors import ConfigError
 from notifier.mail import danish
@@ -64,6 +65,8 @@ def _environment() -> jinja2.Environment:
     env.filters["number"] = danish.number
     env.filters["long_date"] = danish.long_date
     env.filters["url"] = lambda value: quote(str(value), safe="")
+    env.filters["reason"] = labels.reason_name
+    env.filters["suppression"] = labels.danish_reason
     return env
 
 

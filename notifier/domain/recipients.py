@@ -65,16 +65,18 @@ def normalise(address: str) -> str:
     """The form two spellings of one mailbox share, e.g. the key of a suppression:
     "Mette@Ærø.DK" and "mette@xn--r-3fa9c.dk" are both "mette@xn--r-3fa9c.dk".
 
-    The local part is case-folded (and NFC-normalised, since a bounce may spell it in another
-    normal form than the event did). The domain becomes its IDNA A-label under UTS 46, as
-    compose.envelope_address writes it on the envelope; it is not case-folded first, because
-    folding turns "ß" into "ss", another domain under IDNA 2008. A domain IDNA refuses is only
-    case-folded: the key stays stable, whatever such a domain means.
+    The local part is lower-cased (str.lower, a case mapping: mail systems treat case
+    alike) and NFC-normalised (a bounce may spell it in another normal form than the event
+    did), and not folded any further: case folding would make "straße@" "strasse@", which
+    is another mailbox. The domain becomes its IDNA A-label under
+    UTS 46, as compose.envelope_address writes it on the envelope; it is not case-folded
+    first, because folding turns "ß" into "ss", another domain under IDNA 2008. A domain
+    IDNA refuses is only case-folded: the key stays stable, whatever such a domain means.
     """
     local, at, domain = address.strip().rpartition("@")
     if not at:
-        return unicodedata.normalize("NFC", address.strip().casefold())
-    local = unicodedata.normalize("NFC", local.casefold())
+        return unicodedata.normalize("NFC", address.strip()).lower()
+    local = unicodedata.normalize("NFC", local).lower()
     domain = domain.rstrip(".")  # "kl.dk." is the same domain as "kl.dk"
     if domain.isascii():
         # What UTS 46 makes of an ASCII domain: the same, lower-cased (and a label IDNA

@@ -23,6 +23,9 @@ SUPPRESSED = f"{PREFIX}:suppressed"  # set: keys of messages settled without SMT
 BOUNCE_IDS = f"{PREFIX}:bounce-ids"  # hash: bounce id (the return path's) -> message key
 SUPPRESSIONS = f"{PREFIX}:suppressions"  # hash: normalised address -> JSON {reason, at, message}
 BOUNCE_STATS = f"{PREFIX}:bounce-stats"  # hash: outcome of a received report -> count
+BOUNCE_REASONS = f"{PREFIX}:bounce-reasons"  # hash: reason of an applied report -> count
+# hash: reason of our side's problem (blocked, authentication...) -> time of the latest
+BOUNCE_SIGNALS = f"{PREFIX}:bounce-signals"
 EVENT_STATS = f"{PREFIX}:event-stats"  # hash: "type:outcome" of ingested events -> count
 SMTP_STATS = f"{PREFIX}:smtp-stats"  # hash: class of an SMTP outcome (2xx, 4xx, ...) -> count
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
@@ -73,6 +76,18 @@ def uid_order(uid: str) -> str:
 def bounce_report(digest: str) -> str:
     """String with a TTL: a received report with this fingerprint digest was handled."""
     return f"{PREFIX}:bounce-seen:{digest}"
+
+
+def mailbox_full(digest: str) -> str:
+    """Sorted set with a TTL: full-mailbox failures for one address (its SHA-256 digest):
+    bounce id -> epoch seconds."""
+    return f"{PREFIX}:mailbox-full:{digest}"
+
+
+def bounce_signal_day(day: str) -> str:
+    """Hash with a TTL: reports of our side's problem on one UTC day (YYYY-MM-DD), per
+    reason -> count."""
+    return f"{PREFIX}:bounce-signals:{day}"
 
 
 def roster(conference: str) -> str:

@@ -95,6 +95,7 @@ class Record:
     sent_to: str = ""
     bounce_status: str = ""  # the rest: what a delivery report said, if one came
     bounce_diagnostic: str = ""
+    bounce_reason: str = ""  # notifier.bounces.reason's name for it
     bounced_at: float | None = None
     delay_status: str = ""
     delay_diagnostic: str = ""
@@ -214,12 +215,18 @@ def _finish_call(
 
 
 def _bounce_call(
-    key: str, mode: str, status: str, diagnostic: str, now: float, webhooks: bool = False
+    key: str,
+    mode: str,
+    status: str,
+    diagnostic: str,
+    now: float,
+    webhooks: bool = False,
+    reason: str = "",
 ) -> Call:
     k = [keys.message(key), keys.COUNTS, keys.BOUNCED, keys.UNKNOWN]
     k += [WEBHOOK_DUE, WEBHOOK_PAYLOADS]
     a = [key, mode, status, diagnostic[:MAX_DIAGNOSTIC], now, _BATCH_COUNTS, _flag(webhooks)]
-    return k, a
+    return k, [*a, reason]
 
 
 def _flag(webhooks: bool) -> str:
@@ -393,18 +400,23 @@ class Outbox:
         k, a = _defer_call(key, _stamp(self.store_clock), due)
         return bool(self._defer(keys=k, args=a))
 
-    def bounce(self, key: str, status: str, diagnostic: str, now: float) -> str:
+    def bounce(
+        self, key: str, status: str, diagnostic: str, now: float, *, reason: str = ""
+    ) -> str:
         """A hard bounce for a message the relay had accepted: "bounced" when it moved from
         sent (or unknown) to bounced, or was bounced already (a second report moves
         nothing); otherwise the state found ("queued", "failed", ...; "missing" when there
-        is no such message), and nothing changes. `now` is epoch seconds, kept as given."""
-        k, a = _bounce_call(key, "bounced", status, diagnostic, now, self.webhooks)
+        is no such message), and nothing changes. `now` is epoch seconds, kept as given.
+        `reason` is the report's reason (notifier.bounces.reason), kept as bounce_reason."""
+        k, a = _bounce_call(key, "bounced", status, diagnostic, now, self.webhooks, reason)
         return text(self._bounce(keys=k, args=a))
 
-    def delay(self, key: str, status: str, diagnostic: str, now: float) -> bool:
+    def delay(
+        self, key: str, status: str, diagnostic: str, now: float, *, reason: str = ""
+    ) -> bool:
         """Record a delay report on a sent (or unknown) message; its state stays. False
         when the message is in another state or missing (nothing changes)."""
-        k, a = _bounce_call(key, "delayed", status, diagnostic, now)
+        k, a = _bounce_call(key, "delayed", status, diagnostic, now, reason=reason)
         return text(self._bounce(keys=k, args=a)) == "delayed"
 
     def key_for_bounce_id(self, bid: str) -> str | None:
@@ -432,6 +444,7 @@ class Outbox:
             sent_to=d.get("sent_to") or notice.recipient.email,
             bounce_status=d.get("bounce_status", ""),
             bounce_diagnostic=d.get("bounce_diagnostic", ""),
+            bounce_reason=d.get("bounce_reason", ""),
             bounced_at=_number(d.get("bounced_at")),
             delay_status=d.get("delay_status", ""),
             delay_diagnostic=d.get("delay_diagnostic", ""),

@@ -1,14 +1,18 @@
 """Delivery status for organisers and other tools: counts per state, the failures, and the
-messages that bounced after the relay's 250 or were suppressed."""
+messages that bounced after the relay's 250 (with the report's reason, and how many bounced
+for each reason) or were suppressed."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import redis
 
 from notifier.errors import UnknownBatch
+from notifier.store import keys
 from notifier.store.batches import Batches, BatchInfo
+from notifier.store.codec import text
 from notifier.store.outbox import STATES, Outbox, Record
 from notifier.store.roster import Roster
 
@@ -23,13 +27,16 @@ LISTED = ("failed", "unknown", "bounced", "suppressed")
 class Failure:
     """One listed message. `recipient` is the address it went to (a reminder's real one);
     `reply` the last SMTP reply, for a bounced message the report's status and diagnostic,
-    for a suppressed one the suppression's reason."""
+    for a suppressed one the suppression's reason. `reason`: a bounced message's reason
+    (notifier.bounces.reason: "user_unknown", "mailbox_full", "blocked"...); "" for the rest
+    and for a message bounced before reasons were recorded."""
 
     key: str
     registration: str
     recipient: str
     attempts: int
     reply: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,11 @@ class Status:
     unknown: tuple[Failure, ...] = ()  # the relay may have these: no reply to the final dot
     bounced: tuple[Failure, ...] = ()  # accepted by the relay, then reported undeliverable
     suppressed: tuple[Failure, ...] = ()  # not sent: the address is on the suppression list
+
+    @property
+    def bounce_reasons(self) -> dict[str, int]:
+        """How many listed bounced messages have each reason, most first ("" unrecorded)."""
+        return dict(Counter(f.reason for f in self.bounced).most_common())
 
     @property
     def total(self) -> int:
@@ -58,10 +70,11 @@ class Status:
 
 
 def _failure(record: Record) -> Failure:
-    reply = record.last_reply
+    reply, reason = record.last_reply, ""
     if record.state == "bounced":
         reply = f"{record.bounce_status} {record.bounce_diagnostic}".strip()
-    return Failure(record.key, record.registration, record.sent_to, record.attempts, reply)
+        reason = record.bounce_reason
+    return Failure(record.key, record.registration, record.sent_to, record.attempts, reply, reason)
 
 
 def _rows(records: list[Record], state: str) -> tuple[Failure, ...]:
@@ -108,3 +121,21 @@ def _status(counts: dict[str, int], records: list[Record], info: BatchInfo | Non
         bounced=_rows(records, "bounced"),
         suppressed=_rows(records, "suppressed"),
     )
+
+
+def bounce_reasons(client: redis.Redis, batch: str) -> dict[str, int]:
+    """How many of the batch's bounced messages have each reason, most first ("" for one
+    bounced before reasons were recorded). Reads only the bounced messages (one SINTER, one
+    HGET each): cheap enough for a polled progress resource.
+
+    Raises:
+        redis.RedisError: from `client`.
+    """
+    bounced = client.sinter([keys.BOUNCED, keys.batch_members(batch)])
+    if not bounced:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in sorted(text(k) for k in bounced):
+        pipe.hget(keys.message(key), "bounce_reason")
+    found = Counter(text(r) if r is not None else "" for r in pipe.execute())
+    return dict(found.most_common())

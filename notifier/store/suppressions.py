@@ -32,6 +32,7 @@ from notifier.store.codec import text
 
 __all__ = [
     "COMPLAINT",
+    "MAILBOX_FULL",
     "ORGANISER",
     "AsyncSuppressions",
     "Suppression",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 COMPLAINT = "complaint"
+MAILBOX_FULL = "mailbox full"  # "mailbox full 3 times in 5 days"
 ORGANISER = "added by an organiser"
 MAX_DIAGNOSTIC = 200
 

@@ -106,6 +106,9 @@ class Recording:
         self.calls = 0
         self.fail_on = fail_on
 
+    def refuse(self, outcome: str) -> str:
+        return outcome
+
     def receive(self, raw: bytes) -> str:
         self.calls += 1
         if self.calls in self.fail_on:

@@ -85,6 +85,7 @@ def test_registration_shows_seat_history_and_every_message(
         "status": "5.1.1",
         "diagnostic": "user unknown",
         "at": "2024-04-01T19:33:20+00:00",
+        "reason": None,  # recorded without one, as before reasons were
     }
 
 

@@ -59,6 +59,11 @@ def token_of(key: str, secret: str = SECRET) -> str:
     return message_token(key, secret.encode())
 
 
+# Other spellings of the failed recipient a sample states (Original-Recipient, ARF's
+# Original-Rcpt-To): replaced too, so the report is about the message's recipient.
+ALSO_NAMED = {"dsn_17.txt": ("userx@example.fi",), "rfc5965_abuse.eml": ("user@example.com",)}
+
+
 def bounce(name: str, key: str, address: str, *, token: str | None = None) -> bytes:
     """Sample `name` as if it came back for message `key` sent to `address`: our return path
     (with `token`, by default the message's own) where the sample has the list's envelope
@@ -67,7 +72,8 @@ def bounce(name: str, key: str, address: str, *, token: str | None = None) -> by
     raw = sample(name)
     path = return_path(BOUNCES, token if token is not None else token_of(key))
     raw = re.sub(re.escape(expected.sender.encode()), path.encode(), raw, flags=re.I)
-    for _, _, failed, _ in expected.recipients:
+    named = [failed for _, _, failed, _ in expected.recipients] + list(ALSO_NAMED.get(name, ()))
+    for failed in named:
         raw = re.sub(re.escape(failed.encode()), address.encode(), raw, flags=re.I)
     return raw
 
@@ -220,7 +226,7 @@ def test_a_hard_bounce_marks_the_message_suppresses_the_address_and_stops_later_
     entry = sup.get("Mette.Sorensen@AARHUS.dk")
     assert entry is not None
     assert (entry.address, entry.message) == (METTE["email"], mette)
-    assert entry.reason == "hard bounce 5.1.1"
+    assert entry.reason == "hard bounce 5.1.1 user_unknown"
     assert {s.address for s in sup.list()} == {METTE["email"], JENS["email"]}
 
     # A reminder batch: the two bounced addresses settle `suppressed` without SMTP.
@@ -235,7 +241,7 @@ def test_a_hard_bounce_marks_the_message_suppresses_the_address_and_stops_later_
         JENS["email"]: "suppressed",
         ASTRID["email"]: "sent",
     }
-    assert states[METTE["email"]].last_reply == "suppressed: hard bounce 5.1.1"
+    assert states[METTE["email"]].last_reply == "suppressed: hard bounce 5.1.1 user_unknown"
     assert sink.connections == connections  # the kept session: no new one for them either
     counts = svc.outbox.counts()
     assert (counts["bounced"], counts["suppressed"], counts["sent"]) == (2, 2, 2)

@@ -177,7 +177,9 @@ def test_every_outcome_arrives_signed_without_an_address(
     failed = settle(box, 2, "failed", REPLY_550)
     suppressed = settle(box, 3, "suppressed", "suppressed: hard bounce 5.1.1")
     bounced = settle(box, 4, "sent")
-    box.bounce(bounced, "5.1.1", f"550 {METTE.email} unknown", 1_707_905_000.0)
+    box.bounce(
+        bounced, "5.1.1", f"550 {METTE.email} unknown", 1_707_905_000.0, reason="user_unknown"
+    )
     expected = {webhook_id(sent, "sent"), webhook_id(failed, "failed")}
     expected |= {webhook_id(suppressed, "suppressed"), webhook_id(bounced, "sent")}
     expected.add(webhook_id(bounced, "bounced"))
@@ -193,7 +195,8 @@ def test_every_outcome_arrives_signed_without_an_address(
     assert data["message_key"] == failed and data["kind"] == "confirmation"
     assert data["attempts"] == 1 and data["smtp_reply"].startswith("550 5.1.1 <")
     assert data["created_at"].startswith("2024-02-14T09:00:00")
-    assert bodies[webhook_id(bounced, "bounced")]["data"]["bounce_status"] == "5.1.1"
+    bounce = bodies[webhook_id(bounced, "bounced")]["data"]
+    assert (bounce["bounce_status"], bounce["bounce_reason"]) == ("5.1.1", "user_unknown")
     assert bodies[webhook_id(suppressed, "suppressed")]["data"]["state"] == "suppressed"
     for _, raw in receiver.got:
         assert b"@" not in raw and "Sørensen" not in raw.decode()

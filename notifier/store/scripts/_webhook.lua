@@ -8,7 +8,8 @@
 -- person: the registration system knows its attendees (the notice stays in the message).
 local function webhook(msgkey, bare, state, at, due, payloads)
   local f = redis.call('HMGET', msgkey, 'notice', 'kind', 'attempts', 'created_at',
-    'updated_at', 'last_reply', 'registration', 'batch', 'bounce_status', 'bounced_at')
+    'updated_at', 'last_reply', 'registration', 'batch', 'bounce_status', 'bounced_at',
+    'bounce_reason')
   local conference = ''
   local ok, notice = pcall(cjson.decode, f[1] or '')
   if ok and type(notice) == 'table' and type(notice.conference) == 'string' then
@@ -21,6 +22,7 @@ local function webhook(msgkey, bare, state, at, due, payloads)
   if state == 'bounced' then
     data.bounce_status = f[9] or ''
     data.bounced_at = tonumber(f[10])
+    data.bounce_reason = f[11] or ''
   end
   local id = 'msg_' .. redis.sha1hex(bare .. '\n' .. state)
   redis.call('HSET', payloads, id, cjson.encode({type = 'message.' .. state, at = at, data = data}))

@@ -8,6 +8,8 @@
 -- ARGV[6] keys.template(keys.batch_counts), for messages created by an earlier version
 -- ARGV[7] '1' when webhooks are configured: a move to 'bounced' also queues its webhook
 --   delivery (see _webhook.lua); a second report queues nothing
+-- ARGV[8] the report's reason (notifier.bounces.reason), kept as bounce_reason or
+--   delay_reason ('' from a caller of an earlier version)
 -- Only a message the relay accepted ('sent') or may have ('unknown') is changed; any other
 -- is left as it is, so a report can never resurrect or settle a message still on its way.
 -- 'bounced': the message moves to 'bounced' with bounce_status, bounce_diagnostic and
@@ -22,12 +24,13 @@ local mode = ARGV[2]
 if st ~= 'sent' and st ~= 'unknown' then return st end
 if mode == 'delayed' then
   redis.call('HSET', KEYS[1], 'delay_status', ARGV[3], 'delay_diagnostic', ARGV[4],
-    'delayed_at', ARGV[5])
+    'delayed_at', ARGV[5], 'delay_reason', ARGV[8] or '')
   return 'delayed'
 end
 if mode ~= 'bounced' then return redis.error_reply('unknown mode ' .. mode) end
 redis.call('HSET', KEYS[1], 'state', 'bounced', 'bounce_status', ARGV[3],
-  'bounce_diagnostic', ARGV[4], 'bounced_at', ARGV[5], 'updated_at', ARGV[5])
+  'bounce_diagnostic', ARGV[4], 'bounced_at', ARGV[5], 'updated_at', ARGV[5],
+  'bounce_reason', ARGV[8] or '')
 move(KEYS[1], KEYS[2], ARGV[6], st, 'bounced')
 redis.call('SADD', KEYS[3], ARGV[1])
 if st == 'unknown' then redis.call('SREM', KEYS[4], ARGV[1]) end
