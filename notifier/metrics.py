@@ -6,6 +6,10 @@ so any number of workers and API processes report the same numbers and a restart
 none. Each scrape costs two pipelines on the store (one entry per batch) and one LLEN on the
 broker.
 
+A batch's series live as long as the batch runs and for BATCH_SERIES_SECONDS after it is
+done (the first scrape that sees it done stamps `finished_at` on its record, on Redis's
+clock), so the set of series does not grow with every batch ever sent.
+
 Labels never carry names or addresses: states, batch keys (conference slug and batch id),
 event types from the known list, outcomes and reply classes only.
 
@@ -27,10 +31,13 @@ from prometheus_client.registry import Collector
 from notifier.store import keys
 from notifier.store.codec import text
 from notifier.store.outbox import STATES
-from notifier.store.stats import EVENT_OUTCOMES, REPLY_CLASSES
+from notifier.store.stats import API_OUTCOMES, EVENT_OUTCOMES, REPLY_CLASSES
 from notifier.store.status import FINISHED
 
-__all__ = ["StoreCollector"]
+__all__ = ["BATCH_SERIES_SECONDS", "StoreCollector"]
+
+#: How long a finished batch keeps its series.
+BATCH_SERIES_SECONDS = 24 * 3600
 
 log = logging.getLogger("notifier")
 # Kept apart from notifier's log lines that describe messages: a failing scrape says only
@@ -50,6 +57,9 @@ class _Snapshot:
     oldest_retry: float | None
     batches: dict[str, dict[str, str]]  # batch key -> its record
     batch_counts: dict[str, dict[str, int]]  # batch key -> count per state
+    api_events: dict[str, int]  # refused, duplicate -> count
+    webhook_backlog: int
+    webhook_stats: dict[str, int]  # delivered, given_up -> count
 
 
 class StoreCollector(Collector):
@@ -83,6 +93,8 @@ class StoreCollector(Collector):
         yield from _messages(snap)
         yield from _batches(snap)
         yield from _counters(snap)
+        yield from _api_and_webhooks(snap)
+        _stamp_finished(self.store, snap)
 
     def _broker_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("notifier_broker_up", "1 if the broker (Redis) could be read.")
@@ -116,23 +128,62 @@ def _read(client: redis.Redis) -> _Snapshot:
     pipe.zrange(keys.QUEUED, 0, 0, withscores=True)
     pipe.zrange(keys.RETRY, 0, 0, withscores=True)
     pipe.smembers(keys.BATCHES)
-    (secs, usecs), counts, events, replies, queued, retry, members = pipe.execute()
+    pipe.hgetall(keys.API_EVENT_STATS)
+    pipe.zcard(keys.WEBHOOK_DUE)
+    pipe.hgetall(keys.WEBHOOK_STATS)
+    (secs, usecs), counts, events, replies, queued, retry, members, *rest = pipe.execute()
+    api_events, webhook_backlog, webhook_stats = rest
     batch_keys = sorted(text(m) for m in members)
     pipe = client.pipeline(transaction=False)
     for key in batch_keys:
         pipe.hgetall(keys.batch(key))
         pipe.hgetall(keys.batch_counts(key))
     raw = pipe.execute()
+    now = int(secs) + int(usecs) / 1e6
+    batches = {key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)}
     return _Snapshot(
-        now=int(secs) + int(usecs) / 1e6,
+        now=now,
         counts=_ints(counts),
         events=_event_fields(events),
         replies=_ints(replies),
         oldest_queued=float(queued[0][1]) if queued else None,
         oldest_retry=float(retry[0][1]) if retry else None,
-        batches={key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)},
+        batches={k: info for k, info in batches.items() if _shown(info, now)},
         batch_counts={key: _ints(c) for key, c in zip(batch_keys, raw[1::2], strict=True)},
+        api_events=_ints(api_events),
+        webhook_backlog=int(webhook_backlog),
+        webhook_stats=_ints(webhook_stats),
     )
+
+
+def _shown(info: dict[str, str], now: float) -> bool:
+    """Whether a batch still has series: it is running, or finished recently."""
+    finished_at = info.get("finished_at")
+    return not info or finished_at is None or now - float(finished_at) < BATCH_SERIES_SECONDS
+
+
+def _done(info: dict[str, str], counts: dict[str, int]) -> bool:
+    settled = sum(counts.get(s, 0) for s in FINISHED)
+    return info.get("state") == "planned" and settled >= int(info.get("total", 0))
+
+
+def _stamp_finished(client: redis.Redis, snap: _Snapshot) -> None:
+    """Stamp `finished_at` (Redis's clock) on each done batch that has none yet. A write
+    Redis refuses (full, read-only) is tried again at the next scrape."""
+    done = [
+        key
+        for key, info in snap.batches.items()
+        if "finished_at" not in info and _done(info, snap.batch_counts[key])
+    ]
+    if not done:
+        return
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in done:
+                pipe.hsetnx(keys.batch(key), "finished_at", repr(snap.now))
+            pipe.execute()
+    except UNREADABLE as exc:
+        log.warning("metrics: cannot stamp finished batches: %s", type(exc).__name__)
 
 
 def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
@@ -216,3 +267,28 @@ def _counters(snap: _Snapshot) -> Iterator[Metric]:
     for klass in REPLY_CLASSES:
         replies.add_metric([klass], snap.replies.get(klass, 0))
     yield from (events, replies)
+
+
+def _api_and_webhooks(snap: _Snapshot) -> Iterator[Metric]:
+    api = CounterMetricFamily(
+        "notifier_api_events",
+        "Events the HTTP API did not queue: refused (422, invalid) or duplicate (an id "
+        "accepted or applied before).",
+        labels=["outcome"],
+    )
+    for outcome in API_OUTCOMES:
+        api.add_metric([outcome], snap.api_events.get(outcome, 0))
+    yield api
+    yield GaugeMetricFamily(
+        "notifier_webhook_backlog",
+        "Webhook reports waiting to be delivered (due, being sent, or waiting to be retried).",
+        value=snap.webhook_backlog,
+    )
+    reports = CounterMetricFamily(
+        "notifier_webhook_reports",
+        "Webhook reports delivered (a 2xx) or given up.",
+        labels=["outcome"],
+    )
+    for outcome in ("delivered", "given_up"):
+        reports.add_metric([outcome], snap.webhook_stats.get(outcome, 0))
+    yield reports

@@ -24,6 +24,7 @@ BOUNCE_IDS = f"{PREFIX}:bounce-ids"  # hash: bounce id (the return path's) -> me
 SUPPRESSIONS = f"{PREFIX}:suppressions"  # hash: normalised address -> JSON {reason, at, message}
 BOUNCE_STATS = f"{PREFIX}:bounce-stats"  # hash: outcome of a received report -> count
 EVENT_STATS = f"{PREFIX}:event-stats"  # hash: "type:outcome" of ingested events -> count
+API_EVENT_STATS = f"{PREFIX}:api-event-stats"  # hash: refused, duplicate (HTTP API) -> count
 SMTP_STATS = f"{PREFIX}:smtp-stats"  # hash: class of an SMTP outcome (2xx, 4xx, ...) -> count
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
@@ -38,6 +39,7 @@ WEBHOOK_PAYLOADS = f"{PREFIX}:webhooks:payloads"  # hash: delivery id -> JSON {t
 WEBHOOK_ATTEMPTS = f"{PREFIX}:webhooks:attempts"  # hash: delivery id -> claims so far (token)
 WEBHOOK_DEAD = f"{PREFIX}:webhooks:dead"  # hash: delivery id -> JSON {body, attempts, reason}
 WEBHOOK_STATS = f"{PREFIX}:webhooks:stats"  # hash: delivered, given_up -> count
+HEALTH_PROBE = f"{PREFIX}:health-probe"  # string, 10 s TTL: /v1/health's write probe
 # Publication order of ingest tasks, in the broker's Redis (notifier.broker): the counter,
 # and per task (+ its delivery tag, a string with a TTL) the number it was given.
 PUBLICATION_ORDER = f"{PREFIX}:publication-order"
