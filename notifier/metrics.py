@@ -6,6 +6,10 @@ so any number of workers and API processes report the same numbers and a restart
 none. Each scrape costs two pipelines on the store (one entry per batch) and one LLEN on the
 broker.
 
+A batch's series live as long as the batch runs and for BATCH_SERIES_SECONDS after it is
+done (the first scrape that sees it done stamps `finished_at` on its record, on Redis's
+clock), so the set of series does not grow with every batch ever sent.
+
 Labels never carry names or addresses: states, batch keys (conference slug and batch id),
 event types from the known list, outcomes, reply classes and bounce reasons (the closed
 vocabulary of notifier.bounces.reason) only.
@@ -30,10 +34,13 @@ from notifier.store import keys
 from notifier.store.bouncelog import ALL_OUTCOMES
 from notifier.store.codec import text
 from notifier.store.outbox import STATES
-from notifier.store.stats import EVENT_OUTCOMES, REPLY_CLASSES
+from notifier.store.stats import API_OUTCOMES, EVENT_OUTCOMES, REPLY_CLASSES
 from notifier.store.status import FINISHED
 
-__all__ = ["StoreCollector"]
+__all__ = ["BATCH_SERIES_SECONDS", "StoreCollector"]
+
+#: How long a finished batch keeps its series.
+BATCH_SERIES_SECONDS = 24 * 3600
 
 log = logging.getLogger("notifier")
 # Kept apart from notifier's log lines that describe messages: a failing scrape says only
@@ -56,6 +63,9 @@ class _Snapshot:
     bounce_outcomes: dict[str, int]  # received bounce reports per outcome
     bounce_reasons: dict[str, int]  # applied bounce reports per reason
     bounce_signals: dict[str, float]  # our side's problem -> when last reported
+    api_events: dict[str, int]  # refused, duplicate -> count
+    webhook_backlog: int
+    webhook_stats: dict[str, int]  # delivered, given_up -> count
 
 
 class StoreCollector(Collector):
@@ -90,6 +100,8 @@ class StoreCollector(Collector):
         yield from _batches(snap)
         yield from _counters(snap)
         yield from _bounces(snap)
+        yield from _api_and_webhooks(snap)
+        _stamp_finished(self.store, snap)
 
     def _broker_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("notifier_broker_up", "1 if the broker (Redis) could be read.")
@@ -126,26 +138,65 @@ def _read(client: redis.Redis) -> _Snapshot:
     pipe.hgetall(keys.BOUNCE_STATS)
     pipe.hgetall(keys.BOUNCE_REASONS)
     pipe.hgetall(keys.BOUNCE_SIGNALS)
-    (secs, usecs), counts, events, replies, queued, retry, members, *bounces = pipe.execute()
+    pipe.hgetall(keys.API_EVENT_STATS)
+    pipe.zcard(keys.WEBHOOK_DUE)
+    pipe.hgetall(keys.WEBHOOK_STATS)
+    (secs, usecs), counts, events, replies, queued, retry, members, *rest = pipe.execute()
+    bounces, (api_events, webhook_backlog, webhook_stats) = rest[:3], rest[3:]
     batch_keys = sorted(text(m) for m in members)
     pipe = client.pipeline(transaction=False)
     for key in batch_keys:
         pipe.hgetall(keys.batch(key))
         pipe.hgetall(keys.batch_counts(key))
     raw = pipe.execute()
+    now = int(secs) + int(usecs) / 1e6
+    batches = {key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)}
     return _Snapshot(
-        now=int(secs) + int(usecs) / 1e6,
+        now=now,
         counts=_ints(counts),
         events=_event_fields(events),
         replies=_ints(replies),
         oldest_queued=float(queued[0][1]) if queued else None,
         oldest_retry=float(retry[0][1]) if retry else None,
-        batches={key: _texts(info) for key, info in zip(batch_keys, raw[0::2], strict=True)},
+        batches={k: info for k, info in batches.items() if _shown(info, now)},
         batch_counts={key: _ints(c) for key, c in zip(batch_keys, raw[1::2], strict=True)},
         bounce_outcomes=_ints(bounces[0]),
         bounce_reasons=_ints(bounces[1]),
         bounce_signals={text(k): float(v) for k, v in bounces[2].items()},
+        api_events=_ints(api_events),
+        webhook_backlog=int(webhook_backlog),
+        webhook_stats=_ints(webhook_stats),
     )
+
+
+def _shown(info: dict[str, str], now: float) -> bool:
+    """Whether a batch still has series: it is running, or finished recently."""
+    finished_at = info.get("finished_at")
+    return not info or finished_at is None or now - float(finished_at) < BATCH_SERIES_SECONDS
+
+
+def _done(info: dict[str, str], counts: dict[str, int]) -> bool:
+    settled = sum(counts.get(s, 0) for s in FINISHED)
+    return info.get("state") == "planned" and settled >= int(info.get("total", 0))
+
+
+def _stamp_finished(client: redis.Redis, snap: _Snapshot) -> None:
+    """Stamp `finished_at` (Redis's clock) on each done batch that has none yet. A write
+    Redis refuses (full, read-only) is tried again at the next scrape."""
+    done = [
+        key
+        for key, info in snap.batches.items()
+        if "finished_at" not in info and _done(info, snap.batch_counts[key])
+    ]
+    if not done:
+        return
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in done:
+                pipe.hsetnx(keys.batch(key), "finished_at", repr(snap.now))
+            pipe.execute()
+    except UNREADABLE as exc:
+        log.warning("metrics: cannot stamp finished batches: %s", type(exc).__name__)
 
 
 def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
@@ -258,3 +309,28 @@ def _bounces(snap: _Snapshot) -> Iterator[Metric]:
         if reason in snap.bounce_signals:
             last.add_metric([reason], snap.bounce_signals[reason])
     yield from (reports, reasons, last)
+
+
+def _api_and_webhooks(snap: _Snapshot) -> Iterator[Metric]:
+    api = CounterMetricFamily(
+        "notifier_api_events",
+        "Events the HTTP API did not queue: refused (422, invalid) or duplicate (an id "
+        "accepted or applied before).",
+        labels=["outcome"],
+    )
+    for outcome in API_OUTCOMES:
+        api.add_metric([outcome], snap.api_events.get(outcome, 0))
+    yield api
+    yield GaugeMetricFamily(
+        "notifier_webhook_backlog",
+        "Webhook reports waiting to be delivered (due, being sent, or waiting to be retried).",
+        value=snap.webhook_backlog,
+    )
+    reports = CounterMetricFamily(
+        "notifier_webhook_reports",
+        "Webhook reports delivered (a 2xx) or given up.",
+        labels=["outcome"],
+    )
+    for outcome in ("delivered", "given_up"):
+        reports.add_metric([outcome], snap.webhook_stats.get(outcome, 0))
+    yield reports

@@ -252,8 +252,10 @@ def print_status(st: Status, title: str) -> None:
     table.add_column("messages", justify="right")
     for state, count in st.counts.items():
         table.add_row(state, str(count))
-    if st.batch is not None:
+    if st.batch is not None and st.batch.state == "planned":
         table.add_row("[bold]batch size[/]", str(st.batch.total))
+    elif st.batch is not None:
+        table.add_row("[bold]batch size[/]", f"planning: {st.total} so far")
     console.print(table)
     for title, rows in (
         ("failed", st.failures),
@@ -466,7 +468,7 @@ def status_document(st: Status) -> dict[str, Any]:
         "kind": st.batch.kind.value if st.batch else None,
         "state": st.batch.state if st.batch else None,
         "counts": st.counts,
-        "total": st.batch.total if st.batch else st.total,
+        "total": _total(st),
         "finished": st.finished,
         "done": st.done,
         "failures": [_row(f) for f in st.failures],
@@ -480,6 +482,13 @@ def status_document(st: Status) -> dict[str, Any]:
 def _signal(s: Signal) -> dict[str, Any]:
     at = datetime.fromtimestamp(s.last_at, UTC).isoformat() if s.last_at else None
     return {"reason": s.reason, "count": s.count, "last_at": at}
+
+
+def _total(st: Status) -> int | None:
+    """The batch's size once planned (None while it is planned); all messages without one."""
+    if st.batch is None:
+        return st.total
+    return st.batch.total if st.batch.state == "planned" else None
 
 
 def _row(f: Failure) -> dict[str, Any]:

@@ -5,8 +5,10 @@ organisers' own tools). Interactive docs at /docs, the document at /openapi.json
 
 Hook for more routers: `create_app(settings, routers=[...])` includes them, and so does every
 module named in OPTIONAL_ROUTERS that exists (each exposes `router`, an APIRouter); that is
-how `GET /metrics` (notifier/api/metrics.py) joins. A router reaches the shared state through
-`request.app.state.api` (an ApiContext: settings, Redis client, conferences, publisher).
+how the console joins. `GET /metrics` (notifier/api/metrics.py) is installed with its
+collector and the request figures (notifier/api/traffic.py). A router reaches the shared
+state through `request.app.state.api` (an ApiContext: settings, Redis client, conferences,
+publisher).
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from notifier import logs
-from notifier.api import conferences, events, health, openapi, problems, updates
+from notifier.api import conferences, events, health, metrics, openapi, problems, updates
 from notifier.api.context import ApiContext
 from notifier.api.headers import SecurityHeaders
+from notifier.api.traffic import TrafficMiddleware
 from notifier.settings import Settings, load_settings
 
 # The console sits above the API (it uses the API's context and views), so the API finds it
 # by name, like the metrics router.
-OPTIONAL_ROUTERS = ("notifier.api.metrics", "notifier.console")
+OPTIONAL_ROUTERS = ("notifier.console",)
 #: Seconds uvicorn gives running requests after SIGTERM/SIGINT before it closes them.
 GRACEFUL_SECONDS = 30
 #: An idle keep-alive connection is closed after this many seconds.
@@ -51,7 +54,7 @@ def _optional_routers() -> list[APIRouter]:
 
 def create_app(settings: Settings, *, routers: Iterable[APIRouter] = ()) -> FastAPI:
     """The API for these settings; the Redis client and the publisher are made at start-up
-    and closed at shutdown (the app's lifespan)."""
+    and closed at shutdown (the app's lifespan). `notifier serve` runs this app."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +65,7 @@ def create_app(settings: Settings, *, routers: Iterable[APIRouter] = ()) -> Fast
         finally:
             await ctx.aclose()
             ctx.close()
+            close_metrics()
 
     app = FastAPI(
         title="notifier",
@@ -74,9 +78,11 @@ def create_app(settings: Settings, *, routers: Iterable[APIRouter] = ()) -> Fast
     problems.install(app)
     for router in (events.router, conferences.router, updates.router, health.router):
         app.include_router(router)
+    close_metrics, traffic = metrics.install(app, settings)
     for router in [*routers, *_optional_routers()]:
         app.include_router(router)
     openapi.install(app)
+    app.add_middleware(TrafficMiddleware, traffic=traffic)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from notifier.announce import seats_of
 from notifier.api import body, openapi
@@ -53,7 +53,9 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: "no" is not false and "yes" is not true; a wrong type is a 422 naming the
+    # field, and nothing is started.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RemindersRequest(_Body):
@@ -78,7 +80,10 @@ class BatchProgress(BaseModel):
     id: str
     kind: str
     state: Literal["requested", "planning", "planned"]
-    total: int
+    total: int | None = Field(
+        description="The batch's size once it is planned; null while it is requested or "
+        "being planned (the counts then hold the messages created so far)."
+    )
     finished: int
     done: bool
     counts: dict[str, int]
@@ -208,20 +213,21 @@ def _progress(ctx: ApiContext, slug: str, batch_id: str) -> BatchProgress:
             id=batch_id,
             kind="reminder",
             state="requested",
-            total=0,
+            total=None,
             finished=0,
             done=False,
             counts=zero,
         )
     info = st.batch
     assert info is not None
+    planned = info.state == "planned"
     return BatchProgress(
         batch=key,
         conference=slug,
         id=batch_id,
         kind=info.kind.value,
-        state="planned" if info.state == "planned" else "planning",
-        total=info.total,
+        state="planned" if planned else "planning",
+        total=info.total if planned else None,
         finished=st.finished,
         done=st.done,
         counts=st.counts,
@@ -237,6 +243,7 @@ def _progress(ctx: ApiContext, slug: str, batch_id: str) -> BatchProgress:
 )
 def get_batch(slug: str, batch: str, ctx: Context, _: Organiser) -> BatchProgress:
     """Counts per delivery state, the batch's size and whether every message is settled.
-    `requested`: accepted here, not yet planned by a worker."""
+    `requested`: accepted here, not yet opened by a worker; `planning`: a worker is creating
+    its messages (`total` is null until it is planned)."""
     conference(ctx, slug)
     return _progress(ctx, slug, batch)

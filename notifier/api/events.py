@@ -25,6 +25,7 @@ from notifier.api.context import ApiContext
 from notifier.api.problems import FieldError, ProblemBody, SafeRoute, invalid
 from notifier.domain.events import parse_event
 from notifier.errors import InvalidEvent
+from notifier.store.stats import count_api_events
 
 router = APIRouter(prefix="/v1", tags=["events"], route_class=SafeRoute)
 
@@ -92,9 +93,15 @@ async def post_event(request: Request, ctx: Context, _: Ingest) -> EventAccepted
     or when its id was accepted or applied before ("duplicate")."""
     body.check_json(request)
     raw = await body.read(request, body.MAX_BODY)
-    parse_event(raw, conferences=ctx.conferences)  # InvalidEvent: 422 naming each field
+    try:
+        parse_event(raw, conferences=ctx.conferences)
+    except InvalidEvent:
+        await count_api_events(ctx.aclient, "refused")
+        raise  # 422 naming each field
     event = json.loads(raw)
     [status] = await accept(ctx, [event])
+    if status == "duplicate":
+        await count_api_events(ctx.aclient, "duplicate")
     return EventAccepted(id=event["id"], status=status)
 
 
@@ -115,6 +122,8 @@ def _validate(items: list[Any], ctx: ApiContext) -> tuple[list[ItemResult | None
     valid: list[int] = []
     for index, item in enumerate(items):
         try:
+            if not isinstance(item, dict):  # JSON text of an event: encoded twice
+                raise InvalidEvent([("event", _not_an_object(item))])
             parse_event(item, conferences=ctx.conferences)
         except InvalidEvent as exc:
             item_id = item.get("id") if isinstance(item, dict) else None
@@ -133,6 +142,15 @@ def _validate(items: list[Any], ctx: ApiContext) -> tuple[list[ItemResult | None
     return results, valid
 
 
+_KINDS = {str: "a string", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _not_an_object(item: Any) -> str:
+    kind = "null" if item is None else _KINDS.get(type(item), "not an object")
+    hint = " (an event encoded as JSON twice?)" if isinstance(item, str) else ""
+    return f"must be a JSON object, this is {kind}{hint}"
+
+
 async def _batch(ctx: ApiContext, items: list[Any]) -> BatchResult:
     results, valid = await run_in_threadpool(_validate, items, ctx)
     statuses = await accept(ctx, [items[i] for i in valid]) if valid else []
@@ -140,6 +158,8 @@ async def _batch(ctx: ApiContext, items: list[Any]) -> BatchResult:
         results[index] = ItemResult(index=index, id=items[index]["id"], status=status)
     done = [r for r in results if r is not None]
     count = {s: sum(r.status == s for r in done) for s in ("accepted", "duplicate", "invalid")}
+    await count_api_events(ctx.aclient, "refused", count["invalid"])
+    await count_api_events(ctx.aclient, "duplicate", count["duplicate"])
     return BatchResult(results=done, **count)
 
 

@@ -4,6 +4,10 @@ A pure ASGI middleware (not Starlette's BaseHTTPMiddleware, which costs the API'
 task and a body copy per request): it adds the headers to `http.response.start` unless the
 route set its own, which is how the one framable document (a mail preview, shown in the
 console's sandboxed iframe) gets its own policy.
+
+Every response is `Cache-Control: no-store` unless its route says otherwise (the console's
+static files): registrations, searches and console pages carry names and addresses, which
+no browser or proxy cache may keep, and nothing else of the API is worth caching.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
 )
 
 

@@ -6,8 +6,9 @@ outsider how busy the service is: serve it on loopback (`notifier serve` binds 1
 default), or let the TLS-terminating proxy in front refuse /metrics from outside (nginx:
 `location = /metrics { allow 10.0.0.0/8; deny all; ... }`).
 
-Wiring: `install(app, settings)` registers the collector for the app and includes `router`;
-call what it returns when the app shuts down.
+Wiring: `install(app, settings)` registers the collector and the request figures
+(notifier.api.traffic) for the app and includes `router`; call the closer it returns when
+the app shuts down. create_app does this, so `notifier serve` and the console serve it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from notifier.api.problems import SafeRoute
+from notifier.api.traffic import Traffic
 from notifier.metrics import StoreCollector
 from notifier.settings import Settings
 from notifier.tasks import QUEUE
@@ -30,7 +33,7 @@ CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 4.0
 STATE = "notifier_metrics"  # the attribute of app.state that holds the registry
 
-router = APIRouter()
+router = APIRouter(route_class=SafeRoute)
 
 
 def registry_for(settings: Settings) -> tuple[CollectorRegistry, list[redis.Redis]]:
@@ -49,10 +52,12 @@ def _client(url: str) -> redis.Redis:
     )
 
 
-def install(app: FastAPI, settings: Settings) -> Callable[[], None]:
+def install(app: FastAPI, settings: Settings) -> tuple[Callable[[], None], Traffic]:
     """Serve /metrics on `app` for the Redis and broker of `settings`; returns what closes
-    the collector's clients (for the app's lifespan, on shutdown)."""
+    the collector's clients (for the app's lifespan, on shutdown) and the request figures
+    (for notifier.api.traffic's middleware)."""
     registry, clients = registry_for(settings)
+    traffic = Traffic(registry)
     setattr(app.state, STATE, registry)
     app.include_router(router)
 
@@ -60,7 +65,7 @@ def install(app: FastAPI, settings: Settings) -> Callable[[], None]:
         for client in clients:
             client.close()
 
-    return close
+    return close, traffic
 
 
 @router.get(

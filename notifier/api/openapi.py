@@ -6,6 +6,10 @@ Their bodies are therefore declared here: the schema of notifier.domain.events.e
 its `$defs` moved to `components/schemas` and every `$ref` pointed there. OpenAPI 3.1 schemas
 are JSON Schema 2020-12, so nothing else changes; a test validates sample events against the
 schema taken from /openapi.json and against schema/events.schema.json.
+
+Errors: every error response the routes declare with the ProblemBody model (and FastAPI's
+own 422, which the API answers as a problem too) is declared as `application/problem+json`,
+the media type the server sends.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from notifier.api.problems import MEDIA_TYPE
 from notifier.domain.events import event_schema
 
 COMPONENTS = "#/components/schemas/"
 EVENT = "Event"
+PROBLEM = "ProblemBody"
+#: FastAPI's own 422 body, which the API never sends (problems.install answers it as a problem).
+FASTAPI_422 = ("HTTPValidationError", "ValidationError")
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -81,6 +89,24 @@ def event_components() -> dict[str, Any]:
     return found
 
 
+def _is_problem(content: dict[str, Any]) -> bool:
+    refs = {str(c.get("schema", {}).get("$ref", "")) for c in content.values()}
+    return bool(refs & {COMPONENTS + name for name in (PROBLEM, *FASTAPI_422)})
+
+
+def declare_problems(doc: dict[str, Any]) -> None:
+    """Declare every problem response as application/problem+json (in place)."""
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if _is_problem(content):
+                    response["content"] = {MEDIA_TYPE: {"schema": _ref(PROBLEM)}}
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in FASTAPI_422:
+        schemas.pop(name, None)
+
+
 def install(app: FastAPI) -> None:
     """Generate the document once, with the event components merged in."""
 
@@ -97,6 +123,7 @@ def install(app: FastAPI) -> None:
                 if name in schemas:  # a response model of the same name would be replaced
                     raise RuntimeError(f"OpenAPI component {name} defined twice")
                 schemas[name] = schema
+            declare_problems(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 

@@ -10,6 +10,7 @@ token is echoed in `detail`, and nothing of either is logged.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from notifier.errors import BrokerUnavailable, InvalidEvent, NotifierError, StoreUnavailable
+from notifier.store.health import condition_of, describe
 
 log = logging.getLogger("notifier.api")
 
@@ -150,7 +152,7 @@ def install(app: FastAPI) -> None:
         return invalid(exc.errors).response()
 
     async def on_store(_: Request, exc: Exception) -> JSONResponse:
-        return unavailable(f"{_what(exc)} cannot be reached; try again").response()
+        return unavailable(_why(exc)).response()
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
@@ -175,14 +177,31 @@ class SafeRoute(APIRoute):
                 raise
             except redis.RedisError as exc:
                 log.warning("%s %s: Redis: %s", request.method, request.url.path, _name(exc))
-                return unavailable("The store (Redis) cannot be reached; try again").response()
+                return unavailable(_why(exc)).response()
             except Exception as exc:
-                log.error("%s %s failed: %s", request.method, request.url.path, _name(exc))
-                return Problem(
-                    500, "internal", "Internal error", "The request failed; it was logged"
-                ).response()
+                log_failure(request.method, request.url.path, exc)
+                return internal().response()
 
         return safe
+
+
+def internal() -> Problem:
+    return Problem(500, "internal", "Internal error", "The request failed; it was logged")
+
+
+def log_failure(method: str, path: str, exc: BaseException) -> None:
+    """An unexpected error, logged with its traceback: the frames and the error's type, not
+    its message (which may quote a Redis command or a value of the request, and with it
+    personal data). Nothing of the request's body is logged."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(
+        "%s %s failed: %s\nTraceback (most recent call last):\n%s%s",
+        method,
+        path,
+        _name(exc),
+        frames,
+        _name(exc),
+    )
 
 
 def _name(exc: BaseException) -> str:
@@ -192,5 +211,11 @@ def _name(exc: BaseException) -> str:
 HANDLED = (Problem, StarletteHTTPException, RequestValidationError, NotifierError)
 
 
-def _what(exc: Exception) -> str:
-    return "The broker" if isinstance(exc, BrokerUnavailable) else "The store (Redis)"
+def _why(exc: BaseException) -> str:
+    """What a 503 tells the client: which server, and whether it is full, read-only or
+    cannot be reached (redis-py's error, or the one a StoreUnavailable was raised from)."""
+    if isinstance(exc, BrokerUnavailable):
+        return "The broker cannot be reached; try again"
+    cause = exc if isinstance(exc, redis.RedisError) else exc.__cause__
+    condition = condition_of(cause) if cause is not None else "unreachable"
+    return f"{describe(condition)}; try again"

@@ -63,8 +63,22 @@ class BatchRow:
         return sum(n for s, n in self.counts.items() if s not in ("queued", "sending", "retrying"))
 
     @property
+    def planned(self) -> bool:
+        return self.info.state == "planned"
+
+    @property
+    def total(self) -> int | None:
+        """The batch's size; None while it is being planned (no size is known yet)."""
+        return self.info.total if self.planned else None
+
+    @property
+    def so_far(self) -> int:
+        """The messages created so far (while planning: no total to compare with)."""
+        return sum(self.counts.values())
+
+    @property
     def done(self) -> bool:
-        return self.info.state == "planned" and self.finished >= self.info.total
+        return self.planned and self.finished >= self.info.total
 
 
 def summary(client: redis.Redis, conf: Conference) -> Summary:

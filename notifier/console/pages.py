@@ -63,12 +63,13 @@ def progress(slug: str, batch_id: str, who: SignedIn) -> Response:
     """The batch's progress for the page's script (polled while the batch runs)."""
     row = data.batch(who.ctx.client, slug, batch_id)
     if row is None:
-        body: dict[str, Any] = {"state": "requested", "total": 0, "finished": 0, "done": False}
-        body["counts"] = {}
+        body: dict[str, Any] = {"state": "requested", "total": None, "finished": 0}
+        body.update(done=False, counts={}, so_far=0)
     else:
         body = {
             "state": row.info.state,
-            "total": row.info.total,
+            "total": row.total,
+            "so_far": row.so_far,
             "finished": row.finished,
             "done": row.done,
             "counts": row.counts,

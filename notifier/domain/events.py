@@ -12,7 +12,6 @@ from collections.abc import Container
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -24,7 +23,7 @@ from pydantic import (
 )
 
 from notifier.domain.conference import SLUG_PATTERN
-from notifier.domain.recipients import Address, PersonName, check_name
+from notifier.domain.recipients import Address, PersonName
 from notifier.errors import InvalidEvent
 
 # The contract producers build and check events with (schema/events.schema.json is made
@@ -53,11 +52,7 @@ EventId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
 RegistrationId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
 BatchId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-Organisation = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(check_name),  # no control or line-break characters, like a name
-]
+Organisation = PersonName  # 1..200 characters, no control or line-break characters
 _DATE_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
@@ -166,6 +161,13 @@ EVENT_TYPES = (
 )
 
 
+EVENT_DESCRIPTION = (
+    f"One event. At most {MAX_EVENT_BYTES} bytes (16 KiB) as UTF-8 JSON, which JSON Schema "
+    "cannot state: a larger event is refused. The conference must name a conference file of "
+    "the service."
+)
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the discriminator's value in the path ("registration.created"); drop it.
     parts = [str(p) for p in loc if str(p) not in EVENT_TYPES]
@@ -229,4 +231,5 @@ def event_schema() -> dict[str, Any]:
     schema = EVENT_ADAPTER.json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "notifier event"
+    schema["description"] = EVENT_DESCRIPTION
     return schema

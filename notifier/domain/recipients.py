@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated
 
 import idna
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 MAX_NAME = 200
 MAX_ADDRESS = 254
+#: The characters no name or address may hold: the controls (Cc), line and paragraph
+#: separators (Zl, Zp) and the format characters (Cf) of the Basic Multilingual Plane, as of
+#: Unicode 14. Written with \uXXXX escapes only, so that the JSON Schema's `pattern` (ECMA
+#: 262) and the validator (Python's re) read the same class.
+CONTROLS = (
+    r"\u0000-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2"
+    r"\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
+#: What str.strip() removes, less the controls: a name needs one character besides these.
+SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+#: A name as sent: no control character, and something besides spaces.
+NAME_PATTERN = rf"^[^{CONTROLS}]*[^{CONTROLS}{SPACES}][^{CONTROLS}]*$"
+NO_CONTROLS_PATTERN = rf"^[^{CONTROLS}]*$"
+_CONTROL = re.compile(rf"[{CONTROLS}]")
 
 
 def _no_controls(value: str) -> str:
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+    if _CONTROL.search(value):
         raise ValueError("must not contain control or line-break characters")
     return value
 
 
 def check_name(value: str) -> str:
-    """A display name: trimmed, 1..200 characters, no control characters (so no CR/LF)."""
+    """A display name: 1..200 characters as sent, no control characters (so no CR/LF), not
+    only spaces; returned trimmed and NFC-normalised."""
+    if len(value) > MAX_NAME:
+        raise ValueError(f"must be at most {MAX_NAME} characters")
     value = unicodedata.normalize("NFC", _no_controls(value).strip())
     if not value:
         raise ValueError("must not be empty")
-    if len(value) > MAX_NAME:
-        raise ValueError(f"must be at most {MAX_NAME} characters")
     return value
 
 
@@ -44,8 +60,18 @@ def check_address(value: str) -> str:
     return checked.normalized
 
 
-PersonName = Annotated[str, AfterValidator(check_name)]
-Address = Annotated[str, AfterValidator(check_address)]
+NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_PATTERN}
+ADDRESS_SCHEMA = {
+    "type": "string",
+    "format": "email",
+    "maxLength": MAX_ADDRESS,
+    "pattern": NO_CONTROLS_PATTERN,
+    "description": "Checked for syntax, not delivery: a dotted domain (no address literal, "
+    "no special-use domain such as .test or .local), an unquoted local part; "
+    "internationalised addresses are accepted.",
+}
+PersonName = Annotated[str, AfterValidator(check_name), WithJsonSchema(NAME_SCHEMA)]
+Address = Annotated[str, AfterValidator(check_address), WithJsonSchema(ADDRESS_SCHEMA)]
 
 
 def mask(address: str) -> str:

@@ -27,6 +27,7 @@ BOUNCE_REASONS = f"{PREFIX}:bounce-reasons"  # hash: reason of an applied report
 # hash: reason of our side's problem (blocked, authentication...) -> time of the latest
 BOUNCE_SIGNALS = f"{PREFIX}:bounce-signals"
 EVENT_STATS = f"{PREFIX}:event-stats"  # hash: "type:outcome" of ingested events -> count
+API_EVENT_STATS = f"{PREFIX}:api-event-stats"  # hash: refused, duplicate (HTTP API) -> count
 SMTP_STATS = f"{PREFIX}:smtp-stats"  # hash: class of an SMTP outcome (2xx, 4xx, ...) -> count
 BATCHES = f"{PREFIX}:batches"  # set: batch keys ("conference:batch-id")
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON record
@@ -41,6 +42,7 @@ WEBHOOK_PAYLOADS = f"{PREFIX}:webhooks:payloads"  # hash: delivery id -> JSON {t
 WEBHOOK_ATTEMPTS = f"{PREFIX}:webhooks:attempts"  # hash: delivery id -> claims so far (token)
 WEBHOOK_DEAD = f"{PREFIX}:webhooks:dead"  # hash: delivery id -> JSON {body, attempts, reason}
 WEBHOOK_STATS = f"{PREFIX}:webhooks:stats"  # hash: delivered, given_up -> count
+HEALTH_PROBE = f"{PREFIX}:health-probe"  # string, 10 s TTL: /v1/health's write probe
 # Publication order of ingest tasks, in the broker's Redis (notifier.broker): the counter,
 # and per task (+ its delivery tag, a string with a TTL) the number it was given.
 PUBLICATION_ORDER = f"{PREFIX}:publication-order"

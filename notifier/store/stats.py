@@ -11,12 +11,15 @@ of the known types or "invalid", and a reply only its class.
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from notifier.domain.events import EVENT_TYPES
 from notifier.store import eventlog, keys
 from notifier.store.eventlog import RecentEvent
 
 EVENT_OUTCOMES = ("applied", "duplicate", "dead_letter")
+#: What the HTTP API answered for events it did not queue: refused (422), or a duplicate id.
+API_OUTCOMES = ("refused", "duplicate")
 REPLY_CLASSES = ("2xx", "4xx", "5xx", "unknown")
 # The type label of an event whose type is missing or not one of ours: a sender's free text
 # would be an unbounded label value (and could hold anything, an address too).
@@ -52,3 +55,16 @@ def reply_class(code: int | None) -> str:
     if code is not None and 200 <= code < 600 and code // 100 in (2, 4, 5):
         return f"{code // 100}xx"
     return "unknown"
+
+
+async def count_api_events(client: redis.asyncio.Redis, outcome: str, n: int = 1) -> None:
+    """Count `n` events the HTTP API refused (422) or answered as duplicates. A statistic:
+    when Redis refuses the write (full, read-only, gone) the count is lost, not the answer."""
+    if outcome not in API_OUTCOMES:
+        raise ValueError(f"not an API event outcome: {outcome}")
+    if n <= 0:
+        return
+    try:
+        await client.hincrby(keys.API_EVENT_STATS, outcome, n)
+    except (redis.RedisError, OSError):
+        return

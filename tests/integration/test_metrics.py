@@ -1,10 +1,9 @@
-"""GET /metrics scraped from a real uvicorn serving the metrics router, over the tests' Redis,
-after real ingest and real deliveries to the aiosmtpd sink; parsed with prometheus_client's
-own parser."""
+"""GET /metrics scraped from a real uvicorn serving the app `notifier serve` serves
+(create_app, through uvicorn_config), over the tests' Redis, after real ingest and real
+deliveries to the aiosmtpd sink; parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,16 +11,14 @@ from contextlib import contextmanager
 import httpx
 import pytest
 import redis
-import uvicorn
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.sink import Sink, free_port
-from notifier.api.metrics import install
 from notifier.service import Service
 from notifier.settings import Settings
 from notifier.tasks import INGEST, QUEUE, create_app
-from tests.conftest import Clock, wait_for
+from tests.api_support import Api
+from tests.conftest import Clock
 from tests.events import METTE, created, person, reminder
 
 pytestmark = pytest.mark.integration
@@ -31,20 +28,12 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @contextmanager
 def serving(settings: Settings) -> Iterator[str]:
-    """A real uvicorn on a free loopback port serving only the metrics router; its URL."""
-    app = FastAPI()
-    close = install(app, settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    """The app of `notifier serve` on a real uvicorn on a free loopback port; its URL."""
+    api = Api(settings).start()
     try:
-        wait_for(lambda: server.started, 10, "uvicorn to listen")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{api.port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
-        close()
+        api.stop()
 
 
 def scrape(url: str) -> tuple[Samples, httpx.Response]:
@@ -183,7 +172,9 @@ def test_the_scrape_answers_when_redis_is_down(make_settings: Callable[..., Sett
         samples, response = scrape(url)
     assert value(samples, "notifier_redis_up") == 0
     assert value(samples, "notifier_broker_up") == 0
-    assert [name for name, _ in samples] == ["notifier_redis_up", "notifier_broker_up"]
+    # Of what is read from Redis only the two gauges are left; the API's own figures stay
+    store = [name for name, _ in samples if not name.startswith("notifier_api_")]
+    assert store == ["notifier_redis_up", "notifier_broker_up"]
     assert "127.0.0.1" not in response.text
 
 

@@ -11,14 +11,26 @@ function fill(root, body) {
       el.textContent = typeof value === "number" ? danish.format(value) : value;
     });
   };
+  const planned = body.state === "planned";
   set("finished", body.finished);
-  set("total", body.total);
+  if (planned) set("total", body.total);
+  set("so_far", body.so_far || 0);
   for (const [state, n] of Object.entries(body.counts || {})) set(state, n);
-  set("status", body.done ? "Færdig" : body.state === "requested" ? "Bestilt, venter på en worker" : "I gang");
+  root.querySelectorAll("[data-when]").forEach((el) => {
+    el.hidden = el.dataset.when !== (planned ? "planned" : "planning");
+  });
+  const waiting = body.state === "requested" ? "Bestilt, venter på en worker" : "Planlægges";
+  set("status", body.done ? "Færdig" : planned ? "I gang" : waiting);
+  // While a batch is planned, its size is not known: the bar shows activity, not a share.
   root.querySelectorAll('[data-field="bar"]').forEach((bar) => {
-    bar.max = Math.max(body.total, 1);
-    bar.value = body.finished;
-    bar.textContent = `${body.finished} af ${body.total}`;
+    if (planned) {
+      bar.max = Math.max(body.total, 1);
+      bar.value = body.finished;
+      bar.textContent = `${body.finished} af ${body.total}`;
+    } else {
+      bar.removeAttribute("value");
+      bar.textContent = "Planlægges";
+    }
   });
   root.dataset.done = body.done ? "true" : "false";
 }
