@@ -39,6 +39,27 @@ class Script:
     drop_data: int = 0  # close the connection during the next N DATA commands
     delay: float = 0.0  # seconds to wait before answering each DATA
     late_reply: float = 0.0  # store each message, then wait this long before answering
+    # A relay's quota: at most `limit` messages accepted in any `seconds`; a MAIL beyond it
+    # is answered with `reply` (on-premises Exchange's wording) and the connection closed.
+    quota: Quota | None = None
+    greylist: bool = False  # the first RCPT of each address: 451 4.7.1, come back later
+
+
+@dataclass
+class Quota:
+    limit: int
+    seconds: float
+    reply: str = (
+        "421 4.4.2 Message submission rate for this client has exceeded the configured limit"
+    )
+    accepted: deque[float] = field(default_factory=deque)  # monotonic times of MAIL taken
+    refused: int = 0
+
+    def full(self) -> bool:
+        cutoff = time.monotonic() - self.seconds
+        while self.accepted and self.accepted[0] <= cutoff:
+            self.accepted.popleft()
+        return len(self.accepted) >= self.limit
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,6 +94,12 @@ class _Handler:
         reply = _scripted(server, self.sink.script.mail)
         if reply is not None:
             return reply
+        quota = self.sink.script.quota
+        if quota is not None:
+            if quota.full():
+                quota.refused += 1
+                return _scripted(server, deque([quota.reply])) or quota.reply
+            quota.accepted.append(time.monotonic())  # counted as the transaction starts
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -91,6 +118,9 @@ class _Handler:
         scripted = _scripted(server, self.sink.script.rcpt_next)
         if scripted is not None:
             return scripted
+        if self.sink.script.greylist and address not in self.sink.greylisted:
+            self.sink.greylisted.add(address)
+            return "451 4.7.1 Greylisted, please try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -123,6 +153,7 @@ class Sink:
         self.port = port or free_port()
         self.script = Script()
         self.received: list[Received] = []
+        self.greylisted: set[str] = set()
         self._lock = threading.Condition()
         self.connections = 0
         self.disconnects = 0

@@ -151,6 +151,11 @@ class Delivery:
             return False
         if admission.wait > 0:
             await asyncio.sleep(admission.wait)
+            # A relay may have asked every sender to pause while this one waited its turn.
+            until = await self.gate.paused_until()
+            if until:
+                await self.outbox.defer(key, until + self.rand())
+                return False
         return True
 
     def _compose(self, notice: Notice, now: datetime) -> Composed:
@@ -231,6 +236,8 @@ class Delivery:
             )
         elif isinstance(outcome, DeliveryUnknown):
             await self._unknown(claim, outcome, fields, carried)
+        elif isinstance(outcome, TemporaryDeliveryError) and outcome.uncounted:
+            await self._asked_to_wait(claim, outcome, fields)
         elif (
             isinstance(outcome, PermanentDeliveryError) or claim.token >= self.settings.max_attempts
         ):
@@ -272,17 +279,37 @@ class Delivery:
             extra={**fields, "state": "failed", "reply": reply},
         )
 
+    async def _asked_to_wait(
+        self, claim: Claim, outcome: TemporaryDeliveryError, fields: Mapping[str, object]
+    ) -> None:
+        """The relay asked us to wait (a rate or connection limit, greylisting, its daily
+        quota), not refused the message: it goes again after the wait, and the attempt does
+        not count towards NOTIFIER_MAX_ATTEMPTS."""
+        reply = scrub(outcome.reply)
+        if outcome.slow_down:
+            throttled = await self.gate.throttle()
+            delay, why = throttled.pause, f"rate limit: sending at {throttled.rate:.2f}/s"
+        elif outcome.quota:
+            await self.gate.pause(self.settings.quota_pause_seconds)
+            delay, why = self.settings.quota_pause_seconds, "the relay's quota is used up"
+        else:
+            delay, why = self.settings.greylist_seconds, "greylisted"
+        delay += self.rand()  # so that the waiting messages do not all come back at once
+        end = Settlement("retrying", outcome.reply, delay, uncounted=True)
+        await self._finish(claim, end)
+        log.warning(
+            "%s: %s waits %.0f s (not counted as an attempt): %s",
+            why,
+            claim.key,
+            delay,
+            reply,
+            extra={**fields, "state": "retrying", "reply": reply},
+        )
+
     async def _retry(
         self, claim: Claim, outcome: DeliveryError, fields: Mapping[str, object]
     ) -> None:
         reply = scrub(outcome.reply)
-        if isinstance(outcome, TemporaryDeliveryError) and outcome.slow_down:
-            until = await self.gate.pause(self.settings.retry_base_seconds)
-            log.warning(
-                "relay asks to slow down: all senders pause until %.0f",
-                until,
-                extra={**fields, "reply": reply},
-            )
         delay = self._backoff(claim)
         await self._finish(claim, Settlement("retrying", outcome.reply, delay))
         log.info(

@@ -69,10 +69,15 @@ class DeliveryError(NotifierError):
 class TemporaryDeliveryError(DeliveryError):
     """Worth trying again later: 4xx replies, timeouts, lost connections, relay down.
 
-    `slow_down` is set when the relay said we are too many or too fast (Microsoft's 432):
-    then every sender pauses, instead of hammering it with retries. `out_of_step` is set when
-    the reply shows that our session and the server disagree on where the dialogue is (503
-    and kin): a fault of the session, never a verdict on the recipient.
+    `slow_down` is set when the relay said we are too many or too fast (a rate or connection
+    limit: 421 4.4.2, Microsoft's 432 4.3.2, 451/452 with "too many"): every sender slows
+    down (the learned rate, notifier.store.pace), and the attempt does not count. `greylisted`:
+    the relay asks to come back later (451 4.7.1 greylisting): tried again after the greylist
+    delay, not counted either. `quota`: the relay's daily quota is used up (Exchange Online's
+    5.2.0 SubmissionQuotaExceededException, a 5xx that means "not today", not "not this
+    recipient"): every sender pauses for the quota pause. `out_of_step` is set when the reply
+    shows that our session and the server disagree on where the dialogue is (503 and kin): a
+    fault of the session, never a verdict on the recipient.
     """
 
     def __init__(
@@ -82,10 +87,19 @@ class TemporaryDeliveryError(DeliveryError):
         *,
         slow_down: bool = False,
         out_of_step: bool = False,
+        greylisted: bool = False,
+        quota: bool = False,
     ):
         super().__init__(reply, smtp_code)
         self.slow_down = slow_down
         self.out_of_step = out_of_step
+        self.greylisted = greylisted
+        self.quota = quota
+
+    @property
+    def uncounted(self) -> bool:
+        """The relay asked us to wait, not refused the message: no attempt is counted."""
+        return self.slow_down or self.greylisted or self.quota
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -30,9 +30,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from notifier.bounces.reason import REASONS, SIGNALS
+from notifier.domain.eta import eta_seconds
 from notifier.store import keys
 from notifier.store.bouncelog import ALL_OUTCOMES
 from notifier.store.codec import text
+from notifier.store.gate import Pacing, pacing
 from notifier.store.outbox import STATES
 from notifier.store.stats import API_OUTCOMES, EVENT_OUTCOMES, REPLY_CLASSES
 from notifier.store.status import FINISHED
@@ -72,10 +74,14 @@ class StoreCollector(Collector):
     """Collects notifier's figures from `store` (NOTIFIER_REDIS_URL) and the depth of Celery's
     `queue` from `broker` (NOTIFIER_BROKER_URL; often the same server)."""
 
-    def __init__(self, store: redis.Redis, broker: redis.Redis, queue: str) -> None:
+    def __init__(
+        self, store: redis.Redis, broker: redis.Redis, queue: str, cap: float = 0.0
+    ) -> None:
+        """`cap`: the explicit send rate (NOTIFIER_RATE_LIMIT or the relay profile's)."""
         self.store = store
         self.broker = broker
         self.queue = queue
+        self.cap = cap
 
     def describe(self) -> Iterator[Metric]:
         # Nothing: describe() would otherwise run collect() (reading Redis) at registration.
@@ -102,6 +108,12 @@ class StoreCollector(Collector):
         yield from _bounces(snap)
         yield from _api_and_webhooks(snap)
         _stamp_finished(self.store, snap)
+        try:
+            pace = pacing(self.store, self.cap)
+        except UNREADABLE as exc:
+            log.warning("metrics: cannot read the pacing: %s", type(exc).__name__)
+            return
+        yield from _pacing(snap, pace)
 
     def _broker_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("notifier_broker_up", "1 if the broker (Redis) could be read.")
@@ -235,6 +247,45 @@ def _messages(snap: _Snapshot) -> Iterator[Metric]:
         "is due) has waited, on Redis's clock; 0 when none waits.",
         value=_oldest(snap),
     )
+
+
+def _pacing(snap: _Snapshot, pace: Pacing) -> Iterator[Metric]:
+    rate = GaugeMetricFamily(
+        "notifier_pacing_rate_per_second",
+        "The send rate every worker goes by: the explicit cap (NOTIFIER_RATE_LIMIT or the "
+        "relay profile's) and the rate learned from the relay's throttling replies; absent "
+        "where none applies.",
+        labels=["source"],
+    )
+    for source, value in (("cap", pace.cap), ("learned", pace.learned)):
+        if value:
+            rate.add_metric([source], value)
+    yield rate
+    yield GaugeMetricFamily(
+        "notifier_pacing_pause_seconds",
+        "How long every sender still pauses (after a throttling reply or a used-up quota).",
+        value=pace.pause_left,
+    )
+    eta = GaugeMetricFamily(
+        "notifier_batch_eta_seconds",
+        "Seconds until a batch's remaining messages are sent, at the rate the senders go by "
+        "(or, unpaced, at the rate the batch has gone so far); absent when nothing tells.",
+        labels=["conference", "batch", "kind"],
+    )
+    for key, info in snap.batches.items():
+        left = _batch_eta(info, snap.batch_counts[key], pace)
+        if left is not None:
+            values = [info.get("conference", ""), info.get("batch_id", key), info.get("kind", "")]
+            eta.add_metric(values, left)
+    yield eta
+
+
+def _batch_eta(info: dict[str, str], counts: dict[str, int], pace: Pacing) -> float | None:
+    remaining = sum(counts.get(s, 0) for s in ("queued", "sending", "retrying"))
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    requested = float(info.get("requested_at") or 0)
+    observed = finished / (pace.now - requested) if finished and pace.now > requested else None
+    return eta_seconds(remaining, pace.rate, pace.pause_left, observed)
 
 
 def _batches(snap: _Snapshot) -> Iterator[Metric]:

@@ -38,10 +38,11 @@ from notifier.settings import Settings
 from notifier.store.batches import Batches, batch_key
 from notifier.store.bouncelog import RECENT_SIGNAL_DAYS, BounceLog, Signal
 from notifier.store.deadletter import DeadLetters, Replay
+from notifier.store.gate import Pacing, pacing
 from notifier.store.outbox import Outbox
 from notifier.store.purge import PurgeRefused, purge
 from notifier.store.roster import Roster
-from notifier.store.status import Failure, Status, status
+from notifier.store.status import Failure, Status, eta, status
 
 console = Console()
 DEFAULT_BATCH = "reminder"
@@ -429,11 +430,35 @@ def status_command(settings: Settings, batch: str | None, *, as_json: bool = Fal
         except UnknownBatch as exc:
             raise click.ClickException(str(exc)) from None
         signals = BounceLog(client).recent_signals(time.time(), RECENT_SIGNAL_DAYS)
+        pace = pacing(client, settings.rate_limit)
     if as_json:
-        emit(status_document(st) | {"bounce_signals": [_signal(s) for s in signals]})
+        signal_rows = {"bounce_signals": [_signal(s) for s in signals]}
+        emit(status_document(st) | signal_rows | pacing_document(st, pace))
     else:
         print_status(st, f"batch {st.batch.key}" if st.batch else "all messages")
         print_signals(signals)
+        print_pacing(st, pace)
+
+
+def pacing_document(st: Status, pace: Pacing) -> dict[str, Any]:
+    """The pacing every worker goes by, and the batch's (or all messages') ETA."""
+    until = pace.paused_until if pace.pause_left else None
+    return {
+        "pacing": {"cap": pace.cap, "learned_rate": pace.learned, "paused_until": until},
+        "eta_seconds": eta(st, pace),
+    }
+
+
+def print_pacing(st: Status, pace: Pacing) -> None:
+    learned = f"{pace.learned:.2f}/s (learned from the relay)" if pace.learned else "none"
+    cap = f"{pace.cap:g}/s" if pace.cap else "none"
+    line = f"pacing: cap {cap}, learned {learned}"
+    if pace.pause_left:
+        line += f", every sender paused for {pace.pause_left:.0f} s"
+    console.print(line)
+    left = eta(st, pace)
+    if left is not None and not st.done:
+        console.print(f"eta: about {left:.0f} s")
 
 
 # -- --json: one document on stdout for scripts ---------------------------------------------

@@ -21,6 +21,11 @@ SHIPPED_CONFERENCES = Path(__file__).resolve().parent.parent / "conferences"
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+#: A relay profile's documented rate (messages per second), used when NOTIFIER_RATE_LIMIT is
+#: not set: Exchange Online's SMTP client submission limit is 30 messages a minute.
+PROFILE_RATES = {"exchange-online": 0.5}
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Field names map to NOTIFIER_<NAME>."""
 
@@ -51,7 +56,15 @@ class Settings(BaseSettings):
     chunk_size: int = Field(100, ge=1, le=1000)
     visibility_timeout_seconds: int = Field(60, ge=10)
     sweep_seconds: float = Field(5.0, gt=0, le=300)
+    # The explicit cap on messages per second for all workers together (0: none, the rate is
+    # learned from the relay's throttling replies). A relay profile gives a documented cap
+    # when this is not set: Exchange Online takes 30 messages a minute for SMTP submission.
     rate_limit: float = Field(0.0, ge=0)
+    relay_profile: Literal["generic", "exchange-online"] = "generic"
+    # Waits the relay asks for, which do not count as attempts: greylisting ("come back
+    # later") and a used-up daily quota (every sender pauses).
+    greylist_seconds: float = Field(300.0, gt=0, le=86_400)
+    quota_pause_seconds: float = Field(3600.0, gt=0, le=86_400)
     log_format: Literal["text", "json"] = "text"
     # Bounces: each message leaves with its own envelope sender bounces+TOKEN@domain (a
     # token naming the message, signed with the secret); without an address the envelope
@@ -112,6 +125,8 @@ class Settings(BaseSettings):
     def _derive(self) -> Settings:
         if not self.redis_url:
             object.__setattr__(self, "redis_url", self.broker_url)
+        if not self.rate_limit and self.relay_profile in PROFILE_RATES:
+            object.__setattr__(self, "rate_limit", PROFILE_RATES[self.relay_profile])
         if self.claim_lease_seconds < 2 * self.smtp_timeout_seconds:
             raise ValueError(
                 "NOTIFIER_CLAIM_LEASE_SECONDS must be at least twice NOTIFIER_SMTP_TIMEOUT_SECONDS"

@@ -51,12 +51,25 @@ def _reply(code: int, message: str) -> str:
 # server (or the server is confused), never that the recipient or the message is refused.
 OUT_OF_STEP = frozenset({500, 502, 503})
 
-SLOW_DOWN = re.compile(r"too many|concurren|rate limit|throttl|slow down", re.IGNORECASE)
+SLOW_DOWN = re.compile(
+    r"too many|concurren|rate limit|throttl|slow down|rate for this client|"
+    r"limit exceeded|exceeded the configured limit|\b4\.4\.2\b|\b4\.3\.2\b|\b4\.7\.28\b",
+    re.IGNORECASE,
+)
+GREYLIST = re.compile(r"gr[ae]y ?list|\b4\.7\.1\b.*\blater\b", re.IGNORECASE)
+# A daily submission quota: Exchange Online answers it with a 5xx that is not about the
+# recipient ("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException").
+QUOTA = re.compile(
+    r"SubmissionQuotaExceeded|sending quota|"
+    r"daily (?:sending |message |submission )?(?:limit|quota)",
+    re.IGNORECASE,
+)
 
 
 def _asks_to_slow_down(exc: aiosmtplib.SMTPResponseException) -> bool:
-    # 432 is Exchange Online's "4.3.2 concurrent connections limit exceeded"; other relays
-    # say the same with 421/450/451/452 and words.
+    # 432 is Exchange Online's "4.3.2 concurrent connections limit exceeded"; on-premises
+    # Exchange's message rate limit is "421 4.4.2 Message submission rate for this client has
+    # exceeded the configured limit"; other relays say the same with 450/451/452 and words.
     return exc.code == 432 or bool(SLOW_DOWN.search(exc.message))
 
 
@@ -78,19 +91,33 @@ def classify(exc: BaseException) -> DeliveryError:
         code = getattr(exc, "code", None)
         return TemporaryDeliveryError(f"relay unavailable: {exc}", code if code else None)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        reply = _reply(exc.code, exc.message)
-        if exc.code in OUT_OF_STEP:
-            return TemporaryDeliveryError(reply, exc.code, out_of_step=True)
-        if 400 <= exc.code < 500:
-            return TemporaryDeliveryError(reply, exc.code, slow_down=_asks_to_slow_down(exc))
-        if exc.code >= 500:
-            return PermanentDeliveryError(reply, exc.code)
-        return TemporaryDeliveryError(reply, exc.code)
+        return _replied(exc)
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
         return TemporaryDeliveryError(f"timeout: {exc}")
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPException | OSError):
         return TemporaryDeliveryError(f"connection lost: {exc}")
     raise TypeError(f"not an SMTP outcome: {exc!r}") from exc
+
+
+def _replied(exc: aiosmtplib.SMTPResponseException) -> DeliveryError:
+    reply = _reply(exc.code, exc.message)
+    if exc.code in OUT_OF_STEP:
+        return TemporaryDeliveryError(reply, exc.code, out_of_step=True)
+    if QUOTA.search(exc.message):
+        return TemporaryDeliveryError(reply, exc.code, quota=True)
+    if 400 <= exc.code < 500:
+        return _temporary(exc, reply)
+    if exc.code >= 500:
+        return PermanentDeliveryError(reply, exc.code)
+    return TemporaryDeliveryError(reply, exc.code)
+
+
+def _temporary(exc: aiosmtplib.SMTPResponseException, reply: str) -> TemporaryDeliveryError:
+    if _asks_to_slow_down(exc):
+        return TemporaryDeliveryError(reply, exc.code, slow_down=True)
+    if GREYLIST.search(exc.message):
+        return TemporaryDeliveryError(reply, exc.code, greylisted=True)
+    return TemporaryDeliveryError(reply, exc.code)
 
 
 _NOT_IN_PATH = re.compile(r'[\s<>"]')

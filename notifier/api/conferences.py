@@ -26,8 +26,9 @@ from notifier.domain.events import BatchId
 from notifier.errors import ConfigError, UnknownBatch
 from notifier.store import keys
 from notifier.store.batches import batch_key
+from notifier.store.gate import pacing
 from notifier.store.outbox import STATES
-from notifier.store.status import bounce_reasons, status
+from notifier.store.status import Status, bounce_reasons, eta, status
 
 router = APIRouter(prefix="/v1/conferences/{slug}", tags=["organisers"], route_class=SafeRoute)
 
@@ -74,6 +75,12 @@ class BatchLink(BaseModel):
     url: str
 
 
+class PacingView(BaseModel):
+    cap: float | None
+    learned_rate: float | None
+    paused_until: float | None  # epoch seconds, while every sender is paused
+
+
 class BatchProgress(BaseModel):
     batch: str
     conference: str
@@ -90,6 +97,10 @@ class BatchProgress(BaseModel):
     # The bounced messages of the batch by the report's reason (notifier.bounces.reason),
     # most first; "" for one bounced before reasons were recorded. {} when none bounced.
     bounce_reasons: dict[str, int] = {}
+    # The pacing every worker goes by (messages/s; the explicit cap, the rate learned from
+    # the relay's throttling replies) and when the batch is expected to be done.
+    pacing: PacingView | None = None
+    eta_seconds: float | None = None
 
 
 class DryRun(BaseModel):
@@ -232,7 +243,15 @@ def _progress(ctx: ApiContext, slug: str, batch_id: str) -> BatchProgress:
         done=st.done,
         counts=st.counts,
         bounce_reasons=bounce_reasons(ctx.client, key) if st.counts["bounced"] else {},
+        **_pacing(ctx, st),
     )
+
+
+def _pacing(ctx: ApiContext, st: Status) -> dict[str, Any]:
+    pace = pacing(ctx.client, ctx.settings.rate_limit)
+    until = pace.paused_until if pace.pause_left else None
+    view = PacingView(cap=pace.cap, learned_rate=pace.learned, paused_until=until)
+    return {"pacing": view, "eta_seconds": None if st.done else eta(st, pace)}
 
 
 @router.get(

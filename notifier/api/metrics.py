@@ -42,7 +42,7 @@ def registry_for(settings: Settings) -> tuple[CollectorRegistry, list[redis.Redi
     store = _client(settings.redis_url)
     broker = store if settings.broker_url == settings.redis_url else _client(settings.broker_url)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store, broker, QUEUE))
+    registry.register(StoreCollector(store, broker, QUEUE, settings.rate_limit))
     return registry, [store] if broker is store else [store, broker]
 
 

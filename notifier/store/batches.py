@@ -58,6 +58,7 @@ class BatchInfo:
     cutoff: datetime
     total: int
     kind: Kind = Kind.REMINDER  # reminder or update
+    requested_at: float | None = None  # epoch seconds, when it was first asked for
 
 
 class Batches:
@@ -103,6 +104,7 @@ class Batches:
             datetime.fromisoformat(d["cutoff"]),
             int(d.get("total", 0)),
             Kind(d.get("kind", Kind.REMINDER.value)),
+            float(d["requested_at"]) if d.get("requested_at") else None,
         )
 
     def open_update(self, conf: Conference, occurred_at: datetime, now: float) -> BatchInfo:

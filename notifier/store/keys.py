@@ -36,6 +36,10 @@ TOKENS = f"{PREFIX}:tokens"  # hash: API token name -> JSON {scope, sha256, crea
 TOKEN_DIGESTS = f"{PREFIX}:token-digests"  # hash: SHA-256 of a live token -> JSON record
 RATE = f"{PREFIX}:rate"  # rate limiter: the next free send slot (epoch s)
 PAUSE = f"{PREFIX}:pause"  # every sender waits until this time (epoch s) after a 432
+# The rate learned from the relay's throttling replies (store/scripts/throttle.lua, gate.lua):
+# hash: rate (messages/s; absent while none applies), decreased_at, throttled_at,
+# paused_until, step.
+PACE = f"{PREFIX}:pace"
 # Webhook deliveries (store/webhooks.py), queued by finish.lua and bounce.lua.
 WEBHOOK_DUE = f"{PREFIX}:webhooks:due"  # zset: delivery id -> due time or lease end (epoch s)
 WEBHOOK_PAYLOADS = f"{PREFIX}:webhooks:payloads"  # hash: delivery id -> JSON {type, at, data}

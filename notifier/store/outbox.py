@@ -170,6 +170,7 @@ class Settlement:
     recipient: str = ""
     uid: str = ""
     carried: str = ""
+    uncounted: bool = False  # the relay asked us to wait: the attempt does not count
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,7 @@ def _finish_call(
     k += [keys.FAILED, keys.SUPPRESSED, keys.BOUNCE_IDS, WEBHOOK_DUE, WEBHOOK_PAYLOADS]
     a: list[Any] = [claim.key, now, claim.token, end.state, end.reply, end.delay, resends]
     a += [_BATCH_COUNTS, end.recipient, message_id(claim.key), _flag(webhooks)]
-    a += [end.uid, end.carried]
+    a += [end.uid, end.carried, _flag(end.uncounted)]
     return k, a
 
 

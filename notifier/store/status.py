@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import redis
 
+from notifier.domain.eta import eta_seconds
 from notifier.errors import UnknownBatch
 from notifier.store import keys
 from notifier.store.batches import Batches, BatchInfo
 from notifier.store.codec import text
+from notifier.store.gate import Pacing
 from notifier.store.outbox import STATES, Outbox, Record
 from notifier.store.roster import Roster
 
@@ -67,6 +69,20 @@ class Status:
         if self.batch is None:
             return self.finished == self.total
         return self.batch.state == "planned" and self.finished >= self.batch.total
+
+
+def eta(st: Status, pace: Pacing) -> float | None:
+    """Seconds until the messages still to send are sent (None when nothing tells): at the
+    rate the senders go by, after a pause they are in; unpaced, at the rate this batch has
+    been sent at so far."""
+    remaining = sum(st.counts[s] for s in ("queued", "sending", "retrying"))
+    if st.batch is not None and st.batch.state != "planned":
+        remaining = max(remaining, st.batch.total - st.finished)
+    observed = None
+    requested = st.batch.requested_at if st.batch else None
+    if requested and st.finished and pace.now > requested:
+        observed = st.finished / (pace.now - requested)
+    return eta_seconds(remaining, pace.rate, pace.pause_left, observed)
 
 
 def _failure(record: Record) -> Failure:

@@ -12,6 +12,7 @@ import redis
 
 from notifier.service import Service
 from notifier.settings import Settings
+from notifier.store import keys
 from notifier.store.outbox import Outbox
 from notifier.store.suppressions import Suppressions
 from tests.api_support import Api, api, make_token
@@ -154,6 +155,13 @@ def test_reminders_dry_run_request_and_progress(
     progress = org.get("/batches/uge-16").json()
     assert (progress["state"], progress["total"], progress["done"]) == ("planned", 3, False)
     assert progress["counts"]["queued"] == 3
+    assert progress["pacing"] == {"cap": None, "learned_rate": None, "paused_until": None}
+    assert progress["eta_seconds"] is None  # unpaced, nothing sent yet: nothing tells
+    # The relay throttled us: the learned rate and the ETA at it.
+    redis_client.hset(keys.PACE, "rate", 0.5)
+    progress = org.get("/batches/uge-16").json()
+    assert progress["pacing"]["learned_rate"] == 0.5
+    assert progress["eta_seconds"] == pytest.approx(6.0)
     assert org.get("/batches/other").status == 404
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from devtools.sink import Sink
 from notifier.cli import main
 from notifier.service import Service
+from notifier.store import keys
 from notifier.tasks import INGEST, QUEUE
 from tests.conferences import announce, conference_copy
 from tests.conftest import TEST_REDIS_URL
@@ -94,6 +95,17 @@ def test_status_json_counts_and_lists_the_failure(
         }
     ]
     assert doc["unknown"] == doc["bounced"] == doc["suppressed"] == []
+
+
+def test_status_json_shows_the_pacing_and_an_eta(
+    delivered: Service, redis_client: redis.Redis
+) -> None:
+    redis_client.hset(keys.PACE, "rate", 0.25)
+    _, doc = run(["status", "--json"])
+    assert doc["pacing"] == {"cap": None, "learned_rate": 0.25, "paused_until": None}
+    assert doc["eta_seconds"] == 0.0  # nothing left to send
+    result = CliRunner().invoke(main, ["status"], env=ENV)
+    assert "learned 0.25/s (learned from the relay)" in result.stdout
 
 
 def test_status_json_of_an_unknown_batch_fails_as_before(redis_client: redis.Redis) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.sink import Sink, free_port
 from notifier.service import Service
 from notifier.settings import Settings
+from notifier.store import keys
 from notifier.tasks import INGEST, QUEUE, create_app
 from tests.api_support import Api
 from tests.conftest import Clock
@@ -150,6 +151,28 @@ def test_batch_progress_and_the_oldest_wait_follow_the_deliveries(
     assert value(before, "notifier_oldest_waiting_message_age_seconds") > 0
     assert value(after, "notifier_oldest_waiting_message_age_seconds") == 0
     assert by_class(after)["2xx"] == 6
+    assert value(after, "notifier_batch_eta_seconds", **batch) == 0
+
+
+def test_the_pacing_is_a_gauge(
+    service: Callable[..., Service],
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    redis_client: redis.Redis,
+) -> None:
+    svc = service()
+    for n in range(2):
+        svc.ingest(created(f"evt-{n}", f"REG-{n}", person(n)))
+    svc.ingest(reminder("evt-r", "round-1"))  # planned, nothing sent
+    redis_client.hset(keys.PACE, "rate", 0.5)
+    batch = {"conference": "digitaliseringstraef-2024", "batch": "round-1", "kind": "reminder"}
+    with serving(make_settings(redis_url, rate_limit="2")) as url:
+        samples, _ = scrape(url)
+    assert value(samples, "notifier_pacing_rate_per_second", source="cap") == 2
+    assert value(samples, "notifier_pacing_rate_per_second", source="learned") == 0.5
+    assert value(samples, "notifier_pacing_pause_seconds") == 0
+    # 2 reminders (and 2 confirmations, not in the batch) at the lower of the two rates.
+    assert value(samples, "notifier_batch_eta_seconds", **batch) == 4
 
 
 def test_a_relay_that_cannot_be_reached_counts_as_unknown(

@@ -92,3 +92,48 @@ def test_reply_keeps_code_and_text_on_one_line() -> None:
 def test_non_smtp_exception_is_a_bug() -> None:
     with pytest.raises(TypeError):
         classify(ValueError("not an SMTP outcome"))
+
+
+EXCHANGE_RATE = "4.4.2 Message submission rate for this client has exceeded the configured limit"
+EXCHANGE_QUOTA = "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"
+WAITS: list[tuple[str, str, int, str]] = [
+    # (what, reply, code, which wait)
+    ("exchange rate", EXCHANGE_RATE, 421, "slow_down"),
+    ("exchange connections", "4.3.2 STOREDRV; mailbox server is too busy", 432, "slow_down"),
+    ("too many", "4.7.0 Too many messages, slow down", 451, "slow_down"),
+    ("greylisted", "4.7.1 Greylisted, please try again later", 451, "greylisted"),
+    ("postgrey", "4.2.0 Recipient address rejected: Greylisted for 300 seconds", 450, "greylisted"),
+    ("daily quota", EXCHANGE_QUOTA, 554, "quota"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "reply", "code", "wait"), WAITS, ids=[w[0] for w in WAITS])
+def test_a_relay_asking_to_wait_is_told_apart(what: str, reply: str, code: int, wait: str) -> None:
+    outcome = classify(aiosmtplib.SMTPSenderRefused(code, reply, "arrangementsinfo@kl.dk"))
+    assert isinstance(outcome, TemporaryDeliveryError)
+    flags = {
+        "slow_down": outcome.slow_down,
+        "greylisted": outcome.greylisted,
+        "quota": outcome.quota,
+    }
+    assert {k for k, v in flags.items() if v} == {wait}
+    assert outcome.uncounted
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "5.2.2 Mailbox quota exceeded",
+        "5.2.2 The email account that you tried to reach is over quota",
+    ],
+)
+def test_a_full_mailbox_is_not_our_quota(reply: str) -> None:
+    outcome = classify(
+        aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(552, reply, "a@b.dk")])
+    )
+    assert isinstance(outcome, PermanentDeliveryError)
+
+
+def test_an_ordinary_temporary_failure_counts() -> None:
+    outcome = classify(aiosmtplib.SMTPDataError(451, "4.3.0 Try again later"))
+    assert isinstance(outcome, TemporaryDeliveryError) and not outcome.uncounted

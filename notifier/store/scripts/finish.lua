@@ -18,6 +18,8 @@
 -- ARGV[12] the invite UID the mail carried ('' for none)
 -- ARGV[13] JSON of what it carried (plan.Carried; '' for nothing to record): recorded on the
 --   seat only when the relay has the mail (sent, or unknown: it may have it)
+-- ARGV[14] '1' when the attempt does not count (the relay asked us to wait: a rate limit,
+--   greylisting, its quota): the attempts go back by one
 -- 'unknown' becomes 'retrying' while resends are left. A message that settles leaves its
 -- UID's order list, and the next message in it is handed on.
 -- Returns {0} when the claim was lost, else {1 when recorded or 2 when an unknown outcome
@@ -53,6 +55,7 @@ if to == 'failed' then redis.call('SADD', KEYS[6], ARGV[1]) end
 if to == 'unknown' then redis.call('SADD', KEYS[5], ARGV[1]) end
 if to == 'suppressed' then redis.call('SADD', KEYS[7], ARGV[1]) end
 if to == 'retrying' then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), ARGV[1]) end
+if ARGV[14] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 -- A message the relay may have can bounce: its id must lead back to it, also when it was
 -- created before create.lua wrote the id (queued across the upgrade).
 if to == 'sent' or to == 'unknown' or result == 2 then
