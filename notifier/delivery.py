@@ -20,6 +20,7 @@ from notifier.domain.notice import SEAT_KINDS, Kind, Notice
 from notifier.domain.plan import Seat, seat_uid
 from notifier.domain.recipients import mask
 from notifier.domain.retry import backoff
+from notifier.domain.window import held_until
 from notifier.errors import (
     ConfigError,
     DeliveryError,
@@ -123,6 +124,8 @@ class Delivery:
 
     async def _deliver(self, sender: Sender, claim: Claim, outcomes: list[Outcome]) -> None:
         try:
+            if await self._outside_window(claim):
+                return
             ready = await self._prepared(claim)
             if ready is None:
                 return  # put back until an earlier mail for its invite UID has settled
@@ -141,6 +144,24 @@ class Delivery:
             return
         outcomes.append(await sender.send(msg))
         await self._record(claim, msg, outcomes[0], _carried(ready))
+
+    async def _outside_window(self, claim: Claim) -> bool:
+        """Put a batch's mail back until the conference's send window opens (before it takes
+        a turn for its invite UID, so that no other mail waits for it meanwhile)."""
+        now = self.clock()
+        opens = held_until(claim.notice, self.conferences.get(claim.notice.conference), now)
+        if opens is None:
+            return False
+        delay = (opens - now).total_seconds() + self.rand()
+        reply = f"outside the send window: waits until {opens.isoformat()}"
+        await self._finish(claim, Settlement("retrying", reply, delay, uncounted=True))
+        log.info(
+            "%s waits for the send window (%.0f s)",
+            claim.key,
+            delay,
+            extra={"key": claim.key, "state": "retrying", "batch": claim.notice.batch},
+        )
+        return True
 
     async def _admitted(self, key: str) -> bool:
         """Wait for this send's slot; False (message put back) while senders are paused."""

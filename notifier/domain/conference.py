@@ -84,6 +84,24 @@ class ReminderRule(_Model):
     at: time = time(9, 0)
 
 
+class SendWindow(_Model):
+    """When reminder and update batches may be sent: between `start` and `end` local time (the
+    conference's time zone), and, with `skip_holidays`, not on Danish public holidays. A batch
+    outside it pauses and resumes by itself when it opens. Confirmations, substitution and
+    cancellation notices are sent at once, unless `notices` says they wait too."""
+
+    start: time = time(7, 0)
+    end: time = time(21, 0)
+    skip_holidays: bool = False
+    notices: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.end <= self.start:
+            raise ValueError("send_window: end must be after start")
+        return self
+
+
 class Conference(_Model):
     """Everything the mails say about one conference."""
 
@@ -108,6 +126,7 @@ class Conference(_Model):
     # purge), not the controller's retention, which `privacy.retention` states.
     retention_days: int = Field(30, ge=0, le=3650)
     reminders: tuple[ReminderRule, ...] = ()
+    send_window: SendWindow | None = None
     # The conference is called off: the next update cancels every attendee's invite, and
     # no confirmation or reminder is sent any more.
     cancelled: bool = False
