@@ -11,7 +11,9 @@ import redis
 
 from notifier.announce import seats_of
 from notifier.domain.conference import Conference
+from notifier.domain.eta import eta_seconds
 from notifier.store.batches import Batches, BatchInfo, batch_key
+from notifier.store.gate import pacing
 from notifier.store.outbox import STATES, Outbox, Record
 from notifier.store.roster import Roster
 
@@ -110,6 +112,31 @@ def batch(client: redis.Redis, slug: str, batch_id: str) -> BatchRow | None:
     key = batch_key(slug, batch_id)
     info = Batches(client, outbox, Roster(client, outbox)).get(key)
     return None if info is None else BatchRow(info, outbox.counts(key))
+
+
+def pace_text(client: redis.Redis, cap: float, row: BatchRow | None) -> str:
+    """In Danish: when the batch is expected to be done, the pace the relay allows, and a
+    pause every sender is in ("" when nothing is to tell)."""
+    if row is None or row.done:
+        return ""
+    pace = pacing(client, cap)
+    parts = []
+    if pace.pause_left:
+        pause = f"{pace.pause_left:.0f} sek."
+        parts.append(f"Afsendelsen holder pause i {pause}, fordi mailserveren bad om det.")
+    if pace.learned:
+        parts.append(f"Mailserveren tager imod ca. {pace.learned * 60:.0f} mails i minuttet.")
+    remaining = sum(row.counts.get(s, 0) for s in ("queued", "sending", "retrying"))
+    requested = row.info.requested_at
+    observed = None
+    if requested and row.finished and pace.now > requested:
+        observed = row.finished / (pace.now - requested)
+    left = eta_seconds(remaining, pace.rate, pace.pause_left, observed)
+    if left is not None and left > 0:
+        minutes = int(left // 60) + 1
+        when = "under et minut." if left < 60 else f"ca. {minutes} min."
+        parts.insert(0, f"Forventet færdig om {when}")
+    return " ".join(parts)
 
 
 def attention(client: redis.Redis, slug: str) -> list[Record]:

@@ -55,6 +55,7 @@ def batch(slug: str, batch_id: str, request: Request, who: SignedIn) -> Response
     conf = conference_of(who.ctx, slug)
     row = data.batch(who.ctx.client, slug, batch_id)
     values = {"title": f"Udsendelse {batch_id}", "conf": conf, "batch_id": batch_id, "row": row}
+    values["pace"] = data.pace_text(who.ctx.client, who.ctx.settings.rate_limit, row)
     return render(request, "batch.html", {**values, **NAMES}, session=who.session)
 
 
@@ -74,4 +75,5 @@ def progress(slug: str, batch_id: str, who: SignedIn) -> Response:
             "done": row.done,
             "counts": row.counts,
         }
+    body["pace"] = data.pace_text(who.ctx.client, who.ctx.settings.rate_limit, row)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -163,6 +163,20 @@ def test_a_batch_being_planned_has_no_total_anywhere(
     assert (polled["state"], polled["total"], polled["so_far"]) == ("planning", None, 134)
 
 
+def test_the_console_shows_the_pace_the_relay_allows_and_an_eta(
+    organiser: Client, redis_client: redis.Redis
+) -> None:
+    planning_batch(redis_client, "round-8", 90)
+    redis_client.hset(keys.PACE, "rate", 0.5)  # the relay throttled: 30 a minute learned
+    page = organiser.get(f"/conferences/{CONFERENCE}/batches/round-8").body.decode()
+    assert "Forventet færdig om ca. 4 min. Mailserveren tager imod ca. 30 mails i minuttet." in page
+    polled = organiser.get(f"/conferences/{CONFERENCE}/batches/round-8/progress").json()
+    assert polled["pace"].startswith("Forventet færdig om ca. 4 min.")
+    redis_client.delete(keys.PACE)
+    polled = organiser.get(f"/conferences/{CONFERENCE}/batches/round-8/progress").json()
+    assert polled["pace"] == ""  # unpaced and nothing sent yet: nothing to tell
+
+
 def test_personal_data_is_not_cached(server: Api, redis_client: redis.Redis) -> None:
     token = make_token(server.settings, "organiser")
     reply = server.call("GET", f"{BASE}/registrations/REG-1", token=token)

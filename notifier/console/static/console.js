@@ -15,6 +15,7 @@ function fill(root, body) {
   set("finished", body.finished);
   if (planned) set("total", body.total);
   set("so_far", body.so_far || 0);
+  set("pace", body.pace || "");
   for (const [state, n] of Object.entries(body.counts || {})) set(state, n);
   root.querySelectorAll("[data-when]").forEach((el) => {
     el.hidden = el.dataset.when !== (planned ? "planned" : "planning");
