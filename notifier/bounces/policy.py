@@ -18,13 +18,11 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
-
-import idna
 
 from notifier.bounces.reason import GONE, SIGNALS, Reason
 from notifier.bounces.report import Recipient, Report
+from notifier.domain.recipients import normalise
 
 __all__ = ["Effect", "decide", "normalise", "same_recipient"]
 
@@ -48,24 +46,6 @@ def same_recipient(stated: str, recipient: str) -> bool:
     """Whether an address a report states is the message's recipient (a quoted local part
     is the same as its unquoted spelling)."""
     return normalise(_unquoted(stated)) == normalise(_unquoted(recipient))
-
-
-def normalise(address: str) -> str:
-    """The same form as `notifier.domain.recipients.normalise` (which this layer may not
-    import; a test holds the two together): the local part NFC and lower-cased, not
-    case-folded ("straße" stays); the domain as its IDNA A-label."""
-    local, at, domain = address.strip().rpartition("@")
-    local = unicodedata.normalize("NFC", local).lower()
-    domain = domain.rstrip(".")
-    if not at:
-        return unicodedata.normalize("NFC", address.strip()).lower()
-    if domain.isascii():
-        return f"{local}@{domain.lower()}"
-    try:
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        domain = domain.casefold()
-    return f"{local}@{domain.casefold()}"
 
 
 def _unquoted(address: str) -> str:
