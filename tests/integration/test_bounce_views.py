@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -36,8 +38,11 @@ from tests.integration.test_metrics import scrape, serving, value
 pytestmark = pytest.mark.integration
 __all__ = ["api", "folder", "organiser", "server"]
 
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC).timestamp()
 DAY = 86_400.0
+# Yesterday 09:00 UTC: the views show our side's problems of the last 7 UTC days by the real
+# clock, so the reports must be recent (a fixed date stops being recent a week later).
+T0 = (time.time() // DAY - 1) * DAY + 9 * 3600
+SEEN = datetime.fromtimestamp(T0 + 3600, UTC)  # when the `bounced` fixture's blocklist came
 USER_UNKNOWN = ("5.1.1", "550 5.1.1 user unknown")
 BLOCKED = ("5.7.606", "550 5.7.606 Access denied, banned sending IP [192.0.2.1]")
 FULL = ("5.2.2", "552 5.2.2 Mailbox full")
@@ -106,7 +111,8 @@ def test_status_lists_each_bounce_with_its_reason_and_counts_by_reason(
     )
     # The blocklist is our side's problem: named with its count and the time it was last seen.
     assert "reports of a problem on our side" in result.stdout
-    assert re.search(r"blocked\s+│\s+1\s+│\s+2026-12-01 10:00:00", result.stdout)
+    seen = SEEN.strftime("%Y-%m-%d %H:%M:%S")
+    assert re.search(rf"blocked\s+│\s+1\s+│\s+{seen}", result.stdout)
 
 
 def test_status_json_carries_the_reasons(bounced: tuple[str, str]) -> None:
@@ -118,9 +124,7 @@ def test_status_json_carries_the_reasons(bounced: tuple[str, str]) -> None:
         "REG-1": "blocked",
     }
     assert doc["bounce_reasons"] == {"user_unknown": 1, "blocked": 1}
-    assert doc["bounce_signals"] == [
-        {"reason": "blocked", "count": 1, "last_at": "2026-12-01T10:00:00+00:00"}
-    ]
+    assert doc["bounce_signals"] == [{"reason": "blocked", "count": 1, "last_at": SEEN.isoformat()}]
     assert all("reason" not in r for r in doc["failures"] + doc["suppressed"])
 
 
@@ -233,9 +237,10 @@ def test_our_sides_problem_shows_as_a_notice_with_counts_and_when_last_seen(
         notice = page.partition("data-signals")[2].partition("</section>")[0]
         assert "Jeres mailserver har et problem" in notice, path
         blocked = notice.partition('data-signal="blocked"')[2].partition("</li>")[0]
-        # 2 reports, the latest at 11.00 UTC: 12.00 in Copenhagen.
+        # 2 reports, the latest at 11.00 UTC, shown in Copenhagen's time.
         assert "Blokeret (afsenderens IP/domæne)</strong>: 2 afvisninger" in blocked
-        assert "senest 1.12.2026 kl. 12.00.00" in blocked
+        latest = datetime.fromtimestamp(T0 + 2 * 3600, ZoneInfo("Europe/Copenhagen"))
+        assert f"senest {latest.day}.{latest.month}.{latest.year} kl. {latest:%H.%M.%S}" in blocked
         assert "Godkendelse (SPF/DKIM/DMARC)</strong>: 1 afvisning," in notice
 
 
