@@ -30,14 +30,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from notifier.bounces.reason import REASONS, SIGNALS
-from notifier.domain.eta import eta_seconds
 from notifier.store import keys
 from notifier.store.bouncelog import ALL_OUTCOMES
 from notifier.store.codec import text
 from notifier.store.gate import Pacing, pacing
 from notifier.store.outbox import STATES
 from notifier.store.stats import API_OUTCOMES, EVENT_OUTCOMES, REPLY_CLASSES
-from notifier.store.status import FINISHED
+from notifier.store.status import FINISHED, counts_eta
 
 __all__ = ["BATCH_SERIES_SECONDS", "StoreCollector"]
 
@@ -281,11 +280,8 @@ def _pacing(snap: _Snapshot, pace: Pacing) -> Iterator[Metric]:
 
 
 def _batch_eta(info: dict[str, str], counts: dict[str, int], pace: Pacing) -> float | None:
-    remaining = sum(counts.get(s, 0) for s in ("queued", "sending", "retrying"))
-    finished = sum(counts.get(s, 0) for s in FINISHED)
-    requested = float(info.get("requested_at") or 0)
-    observed = finished / (pace.now - requested) if finished and pace.now > requested else None
-    return eta_seconds(remaining, pace.rate, pace.pause_left, observed)
+    requested = info.get("requested_at")
+    return counts_eta(counts, float(requested) if requested else None, pace)
 
 
 def _batches(snap: _Snapshot) -> Iterator[Metric]:

@@ -11,11 +11,11 @@ import redis
 
 from notifier.announce import seats_of
 from notifier.domain.conference import Conference
-from notifier.domain.eta import eta_seconds
 from notifier.store.batches import Batches, BatchInfo, batch_key
 from notifier.store.gate import pacing
 from notifier.store.outbox import STATES, Outbox, Record
 from notifier.store.roster import Roster
+from notifier.store.status import counts_eta
 
 #: The states a page lists message by message, with their replies.
 ATTENTION = ("failed", "bounced", "unknown", "suppressed")
@@ -126,12 +126,7 @@ def pace_text(client: redis.Redis, cap: float, row: BatchRow | None) -> str:
         parts.append(f"Afsendelsen holder pause i {pause}, fordi mailserveren bad om det.")
     if pace.learned:
         parts.append(f"Mailserveren tager imod ca. {pace.learned * 60:.0f} mails i minuttet.")
-    remaining = sum(row.counts.get(s, 0) for s in ("queued", "sending", "retrying"))
-    requested = row.info.requested_at
-    observed = None
-    if requested and row.finished and pace.now > requested:
-        observed = row.finished / (pace.now - requested)
-    left = eta_seconds(remaining, pace.rate, pace.pause_left, observed)
+    left = counts_eta(row.counts, row.info.requested_at, pace)
     if left is not None and left > 0:
         minutes = int(left // 60) + 1
         when = "under et minut." if left < 60 else f"ca. {minutes} min."

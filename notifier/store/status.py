@@ -5,6 +5,7 @@ for each reason) or were suppressed."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
@@ -21,6 +22,7 @@ from notifier.store.roster import Roster
 __all__ = ["Failure", "Status", "status"]
 
 FINISHED = ("sent", "failed", "skipped", "unknown", "bounced", "suppressed")
+UNSETTLED = ("queued", "sending", "retrying")
 # The states whose messages status lists one by one (each with its reply).
 LISTED = ("failed", "unknown", "bounced", "suppressed")
 
@@ -72,16 +74,26 @@ class Status:
 
 
 def eta(st: Status, pace: Pacing) -> float | None:
-    """Seconds until the messages still to send are sent (None when nothing tells): at the
-    rate the senders go by, after a pause they are in; unpaced, at the rate this batch has
-    been sent at so far."""
-    remaining = sum(st.counts[s] for s in ("queued", "sending", "retrying"))
+    """Seconds until the messages still to send are sent (see counts_eta); a batch still
+    being planned has at least its size minus what is settled left."""
+    left = 0
     if st.batch is not None and st.batch.state != "planned":
-        remaining = max(remaining, st.batch.total - st.finished)
-    observed = None
+        left = st.batch.total - st.finished
     requested = st.batch.requested_at if st.batch else None
-    if requested and st.finished and pace.now > requested:
-        observed = st.finished / (pace.now - requested)
+    return counts_eta(st.counts, requested, pace, left=left)
+
+
+def counts_eta(
+    counts: Mapping[str, int], requested_at: float | None, pace: Pacing, *, left: int = 0
+) -> float | None:
+    """Seconds until the unsettled messages of `counts` (at least `left`) are sent, None when
+    nothing tells: at the rate the senders go by, after a pause they are in; unpaced, at the
+    rate the settled ones went since the batch was requested (`requested_at`, epoch s)."""
+    remaining = max(sum(counts.get(s, 0) for s in UNSETTLED), left)
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    observed = None
+    if requested_at and finished and pace.now > requested_at:
+        observed = finished / (pace.now - requested_at)
     return eta_seconds(remaining, pace.rate, pace.pause_left, observed)
 
 
